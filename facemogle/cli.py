@@ -1,0 +1,124 @@
+"""The `facemogle` command: parses arguments, calls the library, turns its errors into one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from pathlib import Path
+
+from PIL import Image
+
+from .labels import CLASSES, PALETTE, MaskError
+
+
+class UsageError(Exception):
+    """A command-line mistake; printed as one line."""
+
+
+def image_grid(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
+    """Paste rows of equally sized images into one picture."""
+    w, h = rows[0][0].size
+    cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    for y, row in enumerate(rows):
+        for x, image in enumerate(row):
+            sheet.paste(image.convert("RGB").resize((w, h)), (pad + x * (w + pad), pad + y * (h + pad)))
+    return sheet
+
+
+def cmd_version(args: argparse.Namespace) -> None:
+    print(f"facemogle {__version__}")
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    for index, (name, rgb) in enumerate(zip(CLASSES, PALETTE.tolist())):
+        print(f"{index:2d}  {name:<12}  RGB {tuple(rgb)}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import warnings
+
+    from .labels import colorize, load_mask
+    from .pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_pretrained(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = pipe(
+            prompt=args.prompt, mask=args.mask, num_inference_steps=args.steps, text_guidance=args.text_guidance,
+            mask_guidance=args.mask_guidance, seed=args.seed, num_images=args.num_images, sampler=args.sampler,
+            fit=args.fit, progress=True,
+        )  # fmt: skip
+    for warning in caught:
+        print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        image.save(path)
+        print(path)
+    if args.grid:
+        size = images[0].size
+        panels = [] if args.mask is None else [colorize(load_mask(args.mask, fit=args.fit)).resize(size, Image.NEAREST)]
+        grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
+        image_grid([panels + images]).save(grid_path)
+        print(grid_path)
+
+
+def cmd_init_model(args: argparse.Namespace) -> None:
+    from .pipeline import FaceMoGLEPipeline
+
+    FaceMoGLEPipeline.init(args.size, seed=args.seed).save_pretrained(args.out)
+    print(f"random {args.size} model written to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facemogle", description="Controllable face generation from semantic masks and text (Face-MoGLE)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    sub.add_parser("labels", help="list the 19 mask classes and their palette colours").set_defaults(func=cmd_labels)
+    gen = sub.add_parser("generate", help="generate faces from a mask, a prompt, or both")
+    gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
+    gen.add_argument("--prompt", help="text description; omit for mask-only generation")
+    gen.add_argument("--out", default="face.png", help="output image (several images get _0, _1, … suffixes)")
+    gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument("--text-guidance", type=float, default=2.0)
+    gen.add_argument("--mask-guidance", type=float, default=1.5)
+    gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    gen.add_argument("--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask")
+    gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
+    gen.set_defaults(func=cmd_generate)
+    init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
+    init.add_argument("--out", required=True)
+    init.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(func=cmd_init_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        args.func(args)
+    except (MaskError, UsageError, FileNotFoundError, ValueError, TypeError) as error:
+        print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facemogle {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

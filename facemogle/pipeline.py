@@ -1,0 +1,251 @@
+"""FaceMoGLEPipeline: load or save a model folder, and generate faces from a mask, a prompt, or both."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .flow import combine_guidance, guidance_branches, sample_ode, time_grid, time_shift
+from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
+from .latents import tensor_to_images, unpatchify
+from .model import FaceMoGLEConfig, FaceMoGLEModel, config_for_size
+from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder
+from .transformer import AttentionOptions
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "facemogle-compact"
+MAX_PROMPT_CHARS = 2000
+
+
+class CheckpointError(ValueError):
+    """A model folder that cannot be loaded; the message says what is wrong and how to fix it."""
+
+
+def default_model_folder() -> Path:
+    """The model shipped inside the package (facemogle/assets/default)."""
+    return Path(str(resources.files("facemogle") / "assets" / "default"))
+
+
+def load_text_encoder(config: FaceMoGLEConfig) -> TextEncoder:
+    if config.text_encoder != "minilm":
+        raise CheckpointError(f"Unknown text encoder {config.text_encoder!r} in the model config; expected 'minilm'.")
+    return MiniLMTextEncoder(max_tokens=config.max_text_tokens)
+
+
+class FaceMoGLEPipeline:
+    """Mask-to-face, text-to-face and text+mask-to-face generation with one compact Face-MoGLE model."""
+
+    def __init__(self, model: FaceMoGLEModel, text_encoder: TextEncoder | None = None):
+        self.model = model.eval()
+        self.config = model.config
+        self.text_encoder = text_encoder or load_text_encoder(model.config)
+
+    # --- construction, loading, saving ---
+
+    @classmethod
+    def init(cls, size: str = "tiny", seed: int = 0, **overrides) -> FaceMoGLEPipeline:
+        """A randomly initialised model of a preset size (for tests and as a starting point for training)."""
+        torch.manual_seed(seed)
+        return cls(FaceMoGLEModel(config_for_size(size, **overrides)))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike | None = None) -> FaceMoGLEPipeline:
+        """Load a saved model folder (config.json + model.safetensors); None loads the shipped default."""
+        folder = Path(folder) if folder is not None else default_model_folder()
+        config = read_config(folder)
+        model = FaceMoGLEModel(config)
+        load_weights(model, folder / WEIGHTS_FILE)
+        return cls(model)
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json and model.safetensors, each atomically (temporary file, then rename)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        config = {"format": FORMAT, **self.config.to_dict()}
+        atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path, metadata={"format": FORMAT}))
+        atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(config, indent=2)))
+
+    # --- generation ---
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | None = None,
+        mask: MaskSource | None = None,
+        num_inference_steps: int = 20,
+        text_guidance: float = 2.0,
+        mask_guidance: float = 1.5,
+        seed: int | None = 0,
+        num_images: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        sampler: str = "euler",
+        condition_strength: float = 1.0,
+        fit: Fit = "error",
+        autocast: bool = True,
+        progress: bool = False,
+    ) -> list[Image.Image]:
+        """Generate num_images faces. At least one of prompt and mask is required.
+
+        mask: a label map or colour mask in any form `load_mask` reads; another size is resized
+        (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
+        text_guidance / mask_guidance: separate classifier-free guidance scales (1 = no guidance).
+        autocast: bfloat16 autocast on CPU (faster, see benchmarks/bench_transformer.py).
+        """
+        self._check_inputs(prompt, mask, num_inference_steps, num_images)
+        height, width = self._check_size(height, width)
+        has_text = bool(prompt and prompt.strip())
+        labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        rows, cols = self.model.grid(height, width)
+        noise = torch.randn(num_images, rows * cols, self.config.token_dim, generator=generator)
+        branches = guidance_branches(has_text, labels is not None, text_guidance, mask_guidance)
+        velocity = self._guided_velocity(
+            prompt if has_text else "", labels, branches, num_images, (text_guidance, mask_guidance),
+            AttentionOptions(condition_strength=condition_strength), (rows, cols),
+        )  # fmt: skip
+        grid = time_grid(num_inference_steps, time_shift(rows * cols))
+        bar = _progress_bar(num_inference_steps) if progress else None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # rms_norm, harmless
+            tokens = sample_ode(velocity, noise, grid, sampler, progress=bar)
+        images = unpatchify(tokens.float(), self.config.patch_size, height, width)
+        return tensor_to_images(images)
+
+    def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
+        """The velocity function of the sampler: all guidance branches in one batched forward."""
+        has_text, has_mask = branches[0]
+        texts = self.text_encoder.encode([prompt, ""])
+        text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)
+        condition = present = None
+        if has_mask:
+            one = self.model.encode_condition(torch.as_tensor(labels)[None])
+            condition = one.repeat(num_images * len(branches))
+            present = torch.tensor([use_mask for _, use_mask in branches]).repeat_interleave(num_images)
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            k = len(branches)
+            v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, present, attention, grid)
+            predictions = dict(zip(branches, v.float().chunk(k)))
+            return combine_guidance(predictions, has_text, has_mask, scales[0], scales[1])
+
+        return velocity
+
+    def _check_size(self, height, width) -> tuple[int, int]:
+        height = height or self.config.resolution
+        width = width or height
+        self.model.grid(height, width)
+        return height, width
+
+    def _check_inputs(self, prompt, mask, steps, num_images) -> None:
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
+        if mask is None and not (prompt and prompt.strip()):
+            raise ValueError("Give a mask, a prompt, or both: there is nothing to generate from.")
+        if prompt and len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"The prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")
+        if steps < 1 or num_images < 1:
+            raise ValueError(f"num_inference_steps and num_images must be ≥ 1, got {steps} and {num_images}.")
+
+    def _prepare_mask(self, mask: MaskSource, height: int, width: int, fit: Fit) -> np.ndarray:
+        labels = load_mask(mask)
+        if labels.shape == (height, width):
+            return labels
+        if labels.shape[0] * width != labels.shape[1] * height:
+            if height != width:
+                raise MaskError(
+                    f"The mask is {labels.shape[1]}×{labels.shape[0]} but the output is {width}×{height}; "
+                    "give a mask of the output's aspect ratio."
+                )
+            labels = fit_square(labels, fit)
+        warnings.warn(
+            f"The mask ({labels.shape[1]}×{labels.shape[0]}) was resized (nearest neighbour) to {width}×{height}.",
+            stacklevel=3,
+        )
+        return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+
+def _row(text: TextEmbedding, i: int) -> TextEmbedding:
+    return TextEmbedding(text.tokens[i : i + 1], text.mask[i : i + 1], text.pooled[i : i + 1])
+
+
+def _stack_texts(rows: list[TextEmbedding], num_images: int) -> TextEmbedding:
+    """One row per branch, each repeated num_images times: [branches × num_images, ...]."""
+    parts = [row.repeat(num_images) for row in rows]
+    return TextEmbedding(
+        torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]), torch.cat([p.pooled for p in parts])
+    )
+
+
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    return lambda steps: tqdm(steps, total=total, desc="sampling", unit="step")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(temporary path) in the same folder, then rename over `path`, so a crash never leaves half a file."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_config(folder: Path) -> FaceMoGLEConfig:
+    if not folder.exists():
+        raise CheckpointError(
+            f"Model folder {folder} does not exist. Pass a folder written by save_pretrained or `facemogle train`, "
+            "or create a random one with `facemogle init-model --out FOLDER`."
+        )
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {CONFIG_FILE}; it is not a facemogle model folder.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the model's source.") from None
+    if data.pop("format", None) != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} config (its 'format' field is missing or different).")
+    try:
+        return FaceMoGLEConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} does not describe a valid model: {error}") from None
+
+
+def load_weights(model: FaceMoGLEModel, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no {path.name}; copy the weights beside {CONFIG_FILE}.")
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is corrupt or truncated ({error}); download or copy it again.") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path} does not match {path.parent / CONFIG_FILE}: {len(missing)} missing tensors {missing[:3]}, "
+            f"{len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of another shape {wrong[:3]}. "
+            "The weights and the config must come from the same model."
+        )
+    model.load_state_dict(state)

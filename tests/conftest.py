@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from facemogle.labels import save_mask
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    return FaceMoGLEPipeline.init("tiny", seed=0)
+
+
+def face_like_labels(size=32):
+    """A hand-made face layout: background, hair, skin, eyes, nose, lips, neck, cloth."""
+    y, x = np.mgrid[:size, :size] / size
+    labels = np.zeros((size, size), np.uint8)
+    labels[(x - 0.5) ** 2 / 0.12 + (y - 0.45) ** 2 / 0.2 < 1] = 13
+    labels[(x - 0.5) ** 2 / 0.08 + (y - 0.5) ** 2 / 0.13 < 1] = 1
+    labels[(y > 0.8) & (abs(x - 0.5) < 0.12)] = 17
+    labels[y > 0.9] = 18
+    labels[(abs(y - 0.42) < 0.03) & (abs(x - 0.38) < 0.05)] = 4
+    labels[(abs(y - 0.42) < 0.03) & (abs(x - 0.62) < 0.05)] = 5
+    labels[(abs(y - 0.55) < 0.05) & (abs(x - 0.5) < 0.03)] = 2
+    labels[(abs(y - 0.67) < 0.02) & (abs(x - 0.5) < 0.08)] = 11
+    labels[(abs(y - 0.7) < 0.02) & (abs(x - 0.5) < 0.08)] = 12
+    return labels
+
+
+@pytest.fixture
+def mask_file(tmp_path):
+    path = tmp_path / "mask.png"
+    save_mask(face_like_labels(48), path)
+    return path

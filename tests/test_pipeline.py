@@ -1,0 +1,144 @@
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import face_like_labels
+from facemogle.labels import MaskError
+from facemogle.pipeline import CheckpointError, FaceMoGLEPipeline
+from facemogle.text import MiniLMTextEncoder
+
+
+def pixels(images):
+    return np.stack([np.asarray(im, dtype=np.int16) for im in images])
+
+
+@pytest.mark.parametrize("mode", ["mask", "text", "both"])
+def test_all_three_modes(tiny_pipe, mode):
+    prompt = "She has wavy blond hair." if mode != "mask" else None
+    mask = face_like_labels(32) if mode != "text" else None
+    images = tiny_pipe(prompt=prompt, mask=mask, num_inference_steps=3, num_images=2, seed=1)
+    assert len(images) == 2 and images[0].size == (32, 32) and images[0].mode == "RGB"
+
+
+def test_determinism_by_seed(tiny_pipe):
+    kwargs = dict(prompt="a man with a beard", mask=face_like_labels(32), num_inference_steps=3)
+    a = pixels(tiny_pipe(**kwargs, seed=3))
+    b = pixels(tiny_pipe(**kwargs, seed=3))
+    c = pixels(tiny_pipe(**kwargs, seed=4))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+
+
+def test_guidance_of_one_equals_plain_conditional_prediction(tiny_pipe):
+    labels = face_like_labels(32)
+    calls = []
+    model = tiny_pipe.model
+    original = model.forward
+
+    def spy(noisy, *args, **kwargs):
+        calls.append(noisy.shape[0])
+        return original(noisy, *args, **kwargs)
+
+    model.forward = spy
+    try:
+        tiny_pipe(prompt="a woman", mask=labels, num_inference_steps=2, text_guidance=1.0, mask_guidance=1.0)
+        assert calls == [1, 1]  # one branch only
+        calls.clear()
+        tiny_pipe(prompt="a woman", mask=labels, num_inference_steps=2, text_guidance=2.0, mask_guidance=2.0)
+        assert calls == [3, 3]  # three branches in one batched forward
+    finally:
+        del model.forward
+    # with scales 1 the guided velocity is the conditional one
+    texts = tiny_pipe.text_encoder.encode(["a woman"])
+    cond = model.encode_condition(torch.as_tensor(labels)[None])
+    x, t = torch.randn(1, 64, 48), torch.tensor([0.7])
+    velocity = tiny_pipe._guided_velocity("a woman", labels, [(True, True)], 1, (1.0, 1.0), None, (8, 8))
+    torch.testing.assert_close(velocity(x, t), model(x, t, texts, cond), atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    loaded = FaceMoGLEPipeline.from_pretrained(tmp_path / "model")
+    kwargs = dict(prompt="a smiling man", mask=face_like_labels(32), num_inference_steps=3, seed=5)
+    np.testing.assert_array_equal(pixels(loaded(**kwargs)), pixels(tiny_pipe(**kwargs)))
+    assert not list((tmp_path / "model").glob("*.tmp"))
+
+
+def test_bad_model_folders(tiny_pipe, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        FaceMoGLEPipeline.from_pretrained(tmp_path / "missing")
+    folder = tmp_path / "model"
+    tiny_pipe.save_pretrained(folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        FaceMoGLEPipeline.from_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(weights)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_heads": 4}))
+    with pytest.raises(CheckpointError, match="does not match"):
+        FaceMoGLEPipeline.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        FaceMoGLEPipeline.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        FaceMoGLEPipeline.from_pretrained(folder)
+
+
+def test_bad_inputs(tiny_pipe, mask_file):
+    with pytest.raises(ValueError, match="Give a mask, a prompt, or both"):
+        tiny_pipe(prompt="   ")
+    with pytest.raises(ValueError, match="characters"):
+        tiny_pipe(prompt="x" * 5000)
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        tiny_pipe(prompt=42)
+    with pytest.raises(ValueError, match="≥ 1"):
+        tiny_pipe(prompt="a", num_inference_steps=0)
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        tiny_pipe(prompt="a", height=30)
+    with pytest.raises(MaskError, match="fit='crop'"):
+        tiny_pipe(mask=np.ones((20, 30), np.uint8), num_inference_steps=1)
+    assert tiny_pipe(mask=np.ones((20, 30), np.uint8), num_inference_steps=1, fit="pad")[0].size == (32, 32)
+    with pytest.warns(UserWarning, match="resized"):
+        tiny_pipe(mask=mask_file, num_inference_steps=1)
+
+
+def test_long_prompt_is_truncated_with_warning():
+    encoder = MiniLMTextEncoder(max_tokens=8)
+    with pytest.warns(UserWarning, match="truncated"):
+        emb = encoder.encode(["one two three four five six seven eight nine ten eleven"])
+    assert emb.tokens.shape == (1, 8, 384) and emb.mask.all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short = encoder.encode(["hi", ""])
+    assert short.mask[0].sum() == 3 and short.mask[1].sum() == 2
+
+
+def test_optimisation_lowers_loss(tiny_pipe):
+    from facemogle.model import FaceMoGLEModel
+
+    torch.manual_seed(0)
+    model = FaceMoGLEModel(tiny_pipe.config)
+    labels = torch.as_tensor(np.stack([face_like_labels(32), face_like_labels(32)[:, ::-1].copy()]))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    text = tiny_pipe.text_encoder.encode(["a woman", "a man"])
+    null = tiny_pipe.text_encoder.encode([""])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def loss_at(seed):
+        return model.loss(images, labels, text, null, generator=torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        before = sum(loss_at(s).item() for s in range(8))
+    for step in range(60):
+        optimizer.zero_grad()
+        loss_at(100 + step).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = sum(loss_at(s).item() for s in range(8))
+    assert after < 0.7 * before
