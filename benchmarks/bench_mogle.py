@@ -76,7 +76,20 @@ def peak_memory(impl: str, dtype: str, backward: bool, batch: int, tokens: int) 
         "torch.set_grad_enabled(%r); rss = lambda key: int([l for l in open('/proc/self/status') "
         "if l.startswith(key)][0].split()[1]); open('/proc/self/clear_refs', 'w').write('5'); "
         "before = rss('VmRSS'); b.call(m, (x, n, t), %r); print((rss('VmHWM') - before) / 1024)"
-    ) % (str(Path(__file__).parent), impl, dtype, batch, tokens, dtype, batch, tokens, dtype, batch, backward, backward)
+    ) % (
+        str(Path(__file__).parent),
+        impl,
+        dtype,
+        batch,
+        tokens,
+        dtype,
+        batch,
+        tokens,
+        dtype,
+        batch,
+        backward,
+        backward,
+    )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return float(result.stdout.strip().splitlines()[-1])
@@ -91,7 +104,9 @@ def main() -> None:
     torch.manual_seed(0)
     batched = MoGLE(MoGLEConfig())
     loop = LoopMoGLE(batched)
-    print(f"MoGLE, B={args.batch}, 20×{args.tokens}×64, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"MoGLE, B={args.batch}, 20×{args.tokens}×64, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print("| dtype | pass | loop ms | batched ms | speed-up | loop peak MiB (RSS) | batched peak MiB (RSS) |")
     print("|---|---|---|---|---|---|---|")
     for dtype_name in ("float32", "bfloat16"):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from . import __version__
 from pathlib import Path
 
 from PIL import Image
 
+from . import __version__
 from .labels import CLASSES, PALETTE, MaskError
 
 
@@ -55,13 +54,21 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    paths = (
+        [out]
+        if len(images) == 1
+        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    )
     for image, path in zip(images, paths):
         image.save(path)
         print(path)
     if args.grid:
         size = images[0].size
-        panels = [] if args.mask is None else [colorize(load_mask(args.mask, fit=args.fit)).resize(size, Image.NEAREST)]
+        panels = (
+            []
+            if args.mask is None
+            else [colorize(load_mask(args.mask, fit=args.fit)).resize(size, Image.NEAREST)]
+        )
         grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
         image_grid([panels + images]).save(grid_path)
         print(grid_path)
@@ -76,11 +83,14 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="facemogle", description="Controllable face generation from semantic masks and text (Face-MoGLE)."
+        prog="facemogle",
+        description="Controllable face generation from semantic masks and text (Face-MoGLE).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
-    sub.add_parser("labels", help="list the 19 mask classes and their palette colours").set_defaults(func=cmd_labels)
+    sub.add_parser("labels", help="list the 19 mask classes and their palette colours").set_defaults(
+        func=cmd_labels
+    )
     gen = sub.add_parser("generate", help="generate faces from a mask, a prompt, or both")
     gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
     gen.add_argument("--prompt", help="text description; omit for mask-only generation")
@@ -92,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--text-guidance", type=float, default=2.0)
     gen.add_argument("--mask-guidance", type=float, default=1.5)
     gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
-    gen.add_argument("--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask")
+    gen.add_argument(
+        "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
+    )
     gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
     gen.set_defaults(func=cmd_generate)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")

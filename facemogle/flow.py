@@ -77,7 +77,9 @@ def sample_ode(
     return x
 
 
-def guidance_branches(has_text: bool, has_mask: bool, text_scale: float, mask_scale: float) -> list[tuple[bool, bool]]:
+def guidance_branches(
+    has_text: bool, has_mask: bool, text_scale: float, mask_scale: float
+) -> list[tuple[bool, bool]]:
     """The (text, mask) branches a guided prediction needs, full condition first; scale 1 needs no extra branch."""
     branches = [(has_text, has_mask)]
     if has_mask and mask_scale != 1.0:
@@ -88,7 +90,11 @@ def guidance_branches(has_text: bool, has_mask: bool, text_scale: float, mask_sc
 
 
 def combine_guidance(
-    predictions: dict[tuple[bool, bool], torch.Tensor], has_text: bool, has_mask: bool, text_scale: float, mask_scale: float
+    predictions: dict[tuple[bool, bool], torch.Tensor],
+    has_text: bool,
+    has_mask: bool,
+    text_scale: float,
+    mask_scale: float,
 ) -> torch.Tensor:
     """Compositional classifier-free guidance with separate scales:
     v = v(∅) + s_mask·(v(mask) − v(∅)) + s_text·(v(text, mask) − v(mask)), reduced to the branches present."""

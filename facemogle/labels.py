@@ -74,7 +74,9 @@ def load_mask(
     if array.ndim == 3 and array.shape[2] == 4:
         array = array[..., :3]
     if array.size == 0 or min(array.shape[:2]) == 0:
-        raise MaskError(f"The mask is empty ({array.shape[1]}×{array.shape[0]} pixels); pass a non-empty image.")
+        raise MaskError(
+            f"The mask is empty ({array.shape[1]}×{array.shape[0]} pixels); pass a non-empty image."
+        )
     info = MaskInfo("labels", 0.0, (array.shape[1], array.shape[0]))
     if array.ndim == 3 and _is_grey(array):
         array = array[..., 0]
@@ -118,7 +120,9 @@ def _open_image(fp, name: str) -> np.ndarray:
             image.load()
             return _image_to_array(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise MaskError(f"{name} is not a readable image ({error}); pass a PNG label map or colour mask.") from None
+        raise MaskError(
+            f"{name} is not a readable image ({error}); pass a PNG label map or colour mask."
+        ) from None
 
 
 def _image_to_array(image: Image.Image) -> np.ndarray:
@@ -223,7 +227,9 @@ def split_mask(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
     Map 0 is the global map (the mask in its palette colours); map 1 + k is class k's binary map
     (white where label == k). All 20 are 3-channel images, built from label values.
     """
-    labels = labels if isinstance(labels, torch.Tensor) else torch.from_numpy(np.array(labels, dtype=np.int64))
+    labels = (
+        labels if isinstance(labels, torch.Tensor) else torch.from_numpy(np.array(labels, dtype=np.int64))
+    )
     labels = labels.long()
     palette = torch.as_tensor(PALETTE, device=labels.device, dtype=torch.float32) / 255.0
     global_map = palette[labels].movedim(-1, -3).unsqueeze(-4)  # [..., 1, 3, H, W]

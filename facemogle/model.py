@@ -36,7 +36,9 @@ class FaceMoGLEConfig:
         if isinstance(self.mogle, dict):
             self.mogle = MoGLEConfig(**self.mogle)
         if self.resolution % self.patch_size:
-            raise ValueError(f"resolution {self.resolution} is not a multiple of patch_size {self.patch_size}.")
+            raise ValueError(
+                f"resolution {self.resolution} is not a multiple of patch_size {self.patch_size}."
+            )
         self.mogle.token_dim = self.token_dim
 
     @property
@@ -57,7 +59,9 @@ class FaceMoGLEConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"Unknown config fields {sorted(unknown)}; was this config written by a newer facemogle?")
+            raise ValueError(
+                f"Unknown config fields {sorted(unknown)}; was this config written by a newer facemogle?"
+            )
         return cls(**data)
 
 
@@ -71,7 +75,9 @@ SIZES = {
 def config_for_size(size: str, **overrides) -> FaceMoGLEConfig:
     if size not in SIZES:
         raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(SIZES)}.")
-    preset = {k: (MoGLEConfig(**asdict(v)) if isinstance(v, MoGLEConfig) else v) for k, v in SIZES[size].items()}
+    preset = {
+        k: (MoGLEConfig(**asdict(v)) if isinstance(v, MoGLEConfig) else v) for k, v in SIZES[size].items()
+    }
     return FaceMoGLEConfig(**{**preset, **overrides})
 
 
@@ -112,7 +118,9 @@ class FaceMoGLEModel(nn.Module):
     def grid(self, height: int, width: int) -> tuple[int, int]:
         p = self.config.patch_size
         if height % p or width % p:
-            raise ValueError(f"Height and width must be multiples of the patch size {p}, got {height}×{width}.")
+            raise ValueError(
+                f"Height and width must be multiples of the patch size {p}, got {height}×{width}."
+            )
         return height // p, width // p
 
     def encode_condition(self, labels: torch.Tensor, local_keep: torch.Tensor | None = None) -> MaskCondition:

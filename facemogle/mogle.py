@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 GatingMode = Literal["dynamic", "static", "scalar", "none"]
@@ -51,7 +50,9 @@ class DynamicGate(nn.Module):
         self.noise_proj = nn.Linear(c, g)
         self.gate = nn.Sequential(nn.Linear(g, g), nn.ReLU(), nn.Linear(g, config.num_experts))
 
-    def forward(self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """global_tokens, noisy_tokens [B, N, C], t [B] → weights [B, N, E]."""
         fused = global_tokens
         if self.config.gating != "static":
@@ -92,7 +93,9 @@ class MoGLE(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
-    def forward(self, condition_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, condition_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """condition_tokens [B, 20, N, C] (global first), noisy_tokens [B, N, C], t [B] → [B, N, C]."""
         return self.mix(self.expert_hidden(condition_tokens), condition_tokens[:, 0], noisy_tokens, t)
 
@@ -116,7 +119,9 @@ class MoGLE(nn.Module):
         bias = weights.reshape(b * n, e) @ self.b2.to(hidden.dtype)  # [B*N, C]
         return torch.addmm(bias, weighted.reshape(b * n, e * h), w2).view(b, n, -1)
 
-    def gate_weights(self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def gate_weights(
+        self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """Per-token expert weights [B, N, E]; uniform ones (a plain sum) when gating is off."""
         if self.gate is None:
             b, n, _ = global_tokens.shape

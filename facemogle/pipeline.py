@@ -37,7 +37,9 @@ def default_model_folder() -> Path:
 
 def load_text_encoder(config: FaceMoGLEConfig) -> TextEncoder:
     if config.text_encoder != "minilm":
-        raise CheckpointError(f"Unknown text encoder {config.text_encoder!r} in the model config; expected 'minilm'.")
+        raise CheckpointError(
+            f"Unknown text encoder {config.text_encoder!r} in the model config; expected 'minilm'."
+        )
     return MiniLMTextEncoder(max_tokens=config.max_text_tokens)
 
 
@@ -119,7 +121,9 @@ class FaceMoGLEPipeline:
         grid = time_grid(num_inference_steps, time_shift(rows * cols))
         bar = _progress_bar(num_inference_steps) if progress else None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # rms_norm, harmless
+            warnings.filterwarnings(
+                "ignore", message="Mismatch dtype between input and weight"
+            )  # rms_norm, harmless
             tokens = sample_ode(velocity, noise, grid, sampler, progress=bar)
         images = unpatchify(tokens.float(), self.config.patch_size, height, width)
         return tensor_to_images(images)
@@ -185,7 +189,9 @@ def _stack_texts(rows: list[TextEmbedding], num_images: int) -> TextEmbedding:
     """One row per branch, each repeated num_images times: [branches × num_images, ...]."""
     parts = [row.repeat(num_images) for row in rows]
     return TextEmbedding(
-        torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]), torch.cat([p.pooled for p in parts])
+        torch.cat([p.tokens for p in parts]),
+        torch.cat([p.mask for p in parts]),
+        torch.cat([p.pooled for p in parts]),
     )
 
 
@@ -219,9 +225,13 @@ def read_config(folder: Path) -> FaceMoGLEConfig:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the model's source.") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({error}); restore it from the model's source."
+        ) from None
     if data.pop("format", None) != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} config (its 'format' field is missing or different).")
+        raise CheckpointError(
+            f"{path} is not a {FORMAT} config (its 'format' field is missing or different)."
+        )
     try:
         return FaceMoGLEConfig.from_dict(data)
     except (TypeError, ValueError) as error:
@@ -237,7 +247,9 @@ def load_weights(model: FaceMoGLEModel, path: Path) -> None:
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is corrupt or truncated ({error}); download or copy it again.") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({error}); download or copy it again."
+        ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

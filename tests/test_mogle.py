@@ -38,14 +38,20 @@ class ReferenceMoGLE(nn.Module):
         time_emb = te.linear_2(torch.nn.functional.silu(te.linear_1(emb)))
         fused = x[:, 0] + self.gating.noise_proj(noisy) + time_emb[:, None]
         weights = self.gating.gate(fused).softmax(dim=2)
-        outs = [self.global_expert.net(x[:, 0])] + [e.net(x[:, i + 1]) for i, e in enumerate(self.local_experts)]
+        outs = [self.global_expert.net(x[:, 0])] + [
+            e.net(x[:, i + 1]) for i, e in enumerate(self.local_experts)
+        ]
         outs = torch.stack(outs, dim=1)  # [B, 20, N, C]
         return (outs.permute(0, 2, 1, 3) * weights[..., None]).sum(dim=2)
 
 
 def inputs(b=2, n=16, c=64, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 20, n, c, generator=g), torch.randn(b, n, c, generator=g), torch.rand(b, generator=g)
+    return (
+        torch.randn(b, 20, n, c, generator=g),
+        torch.randn(b, n, c, generator=g),
+        torch.rand(b, generator=g),
+    )
 
 
 def test_matches_released_module_from_official_state_dict():

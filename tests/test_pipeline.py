@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import face_like_labels
+
 from facemogle.labels import MaskError
 from facemogle.pipeline import CheckpointError, FaceMoGLEPipeline
 from facemogle.text import MiniLMTextEncoder

@@ -102,7 +102,14 @@ def test_lora_only_on_condition_tokens():
     base = native(flux, x)
     cond = torch.randn(2, 16, 12)
     before = ConditionedFlux(flux)(**x, condition_tokens=cond)
-    flux.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "proj_mlp", "x_embedder"]))
+    flux.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            init_lora_weights="gaussian",
+            target_modules=["to_q", "to_k", "to_v", "proj_mlp", "x_embedder"],
+        )
+    )
     for name, param in flux.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)
@@ -112,7 +119,9 @@ def test_lora_only_on_condition_tokens():
     assert (everywhere(**x) - base).abs().max() > 1e-3
     after = only_condition(**x, condition_tokens=cond)
     assert (after - before).abs().max() > 1e-4
-    assert all(layer._disable_adapters is False for layer in flux.modules() if hasattr(layer, "_disable_adapters"))
+    assert all(
+        layer._disable_adapters is False for layer in flux.modules() if hasattr(layer, "_disable_adapters")
+    )
 
 
 def test_gradient_checkpointing_matches():
