@@ -108,9 +108,12 @@ def main() -> None:
     for name, bf16 in (("float32", False), ("bfloat16 autocast", True)):
         training_step(model, optimizer, batch, bf16)
         seconds = min(
-            _timed(lambda: training_step(model, optimizer, batch, bf16)) for _ in range(args.repeats)
+            _timed(lambda bf16=bf16: training_step(model, optimizer, batch, bf16))
+            for _ in range(args.repeats)
         )
-        gemm_seconds, attention_seconds = op_seconds(lambda: training_step(model, optimizer, batch, bf16))
+        gemm_seconds, attention_seconds = op_seconds(
+            lambda bf16=bf16: training_step(model, optimizer, batch, bf16)
+        )
         rates[name] = args.batch / seconds
         in_gemm = flops / gemm_seconds / 1e9
         dtype = "bfloat16" if bf16 else "float32"
@@ -127,8 +130,11 @@ def main() -> None:
     latency = {}
     for name, bf16 in (("float32", False), ("bfloat16 autocast", True)):
         for n in (1, 16):
-            call = lambda: pipe(prompt="a smiling woman", mask=mask, num_inference_steps=args.steps, num_images=n,  # noqa: E731
-                                text_guidance=2.0, mask_guidance=1.5, autocast=bf16)  # fmt: skip
+
+            def call(n=n, bf16=bf16):
+                return pipe(prompt="a smiling woman", mask=mask, num_inference_steps=args.steps, num_images=n,
+                            text_guidance=2.0, mask_guidance=1.5, autocast=bf16)  # fmt: skip
+
             call()
             seconds = min(_timed(call) for _ in range(args.repeats))
             latency[(name, n)] = seconds
