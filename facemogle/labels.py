@@ -6,7 +6,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ AMBIGUOUS_DISTANCE = 24.0
 FOREIGN_DISTANCE = 64.0
 MAX_FOREIGN_FRACTION = 0.1
 
-MaskSource = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+MaskSource = str | os.PathLike | Image.Image | np.ndarray | bytes
 Fit = Literal["error", "crop", "pad"]
 
 
