@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import __version__
+from .data.folders import DatasetError
 from .labels import CLASSES, PALETTE, MaskError
 
 
@@ -81,6 +82,22 @@ def cmd_init_model(args: argparse.Namespace) -> None:
     print(f"random {args.size} model written to {args.out}")
 
 
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from .data.synthface import write_synthface
+
+    root = write_synthface(args.out, args.count, seed=args.seed, size=args.size, ext=args.ext, start=args.start,
+                           workers=args.workers)  # fmt: skip
+    print(f"{args.count} SynthFace faces written to {root}")
+
+
+def cmd_data_preview(args: argparse.Namespace) -> None:
+    from .data.synthface import contact_sheet
+
+    out = Path(args.out or Path(args.root) / "preview.png")
+    contact_sheet(args.root, count=args.count, columns=args.columns).save(out)
+    print(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facemogle",
@@ -107,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
     gen.set_defaults(func=cmd_generate)
+    data = sub.add_parser("data", help="make or inspect datasets").add_subparsers(
+        dest="data_command", metavar="ACTION"
+    )
+    synth = data.add_parser(
+        "synth", help="write SynthFace faces, masks and captions in the MM-CelebA-HQ layout"
+    )
+    synth.add_argument("out")
+    synth.add_argument("--count", type=int, default=1000)
+    synth.add_argument("--size", type=int, default=64, help="resolution in pixels (64–512)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--start", type=int, default=0, help="first index (any index can be regenerated alone)"
+    )
+    synth.add_argument("--ext", choices=["jpg", "png"], default="jpg")
+    synth.add_argument("--workers", type=int, default=1)
+    synth.set_defaults(func=cmd_data_synth)
+    preview = data.add_parser("preview", help="save a contact sheet: faces above their coloured masks")
+    preview.add_argument("root")
+    preview.add_argument("--out")
+    preview.add_argument("--count", type=int, default=16)
+    preview.add_argument("--columns", type=int, default=8)
+    preview.set_defaults(func=cmd_data_preview)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
     init.add_argument("--out", required=True)
     init.add_argument("--size", choices=["tiny", "small"], default="tiny")
@@ -123,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (MaskError, UsageError, FileNotFoundError, ValueError, TypeError) as error:
+    except (MaskError, DatasetError, UsageError, FileNotFoundError, ValueError, TypeError) as error:
         print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

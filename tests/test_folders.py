@@ -1,0 +1,81 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facemogle.data.folders import DatasetError, FaceMaskTextDataset, assign_splits
+from facemogle.labels import save_mask
+
+
+def make_folder(root, stems, size=16):
+    for name in ("face", "mask", "text"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        Image.fromarray(np.full((size, size, 3), 100, np.uint8)).save(root / "face" / f"{stem}.jpg")
+        save_mask(np.ones((size, size), np.uint8), root / "mask" / f"{stem}.png")
+        (root / "text" / f"{stem}.txt").write_text(f"caption a of {stem}\ncaption b of {stem}\n")
+    return root
+
+
+def test_reads_items(tmp_path):
+    root = make_folder(tmp_path / "d", ["0", "1", "2"], size=24)
+    data = FaceMaskTextDataset(root, split="all", resolution=16, caption="first")
+    item = data[1]
+    assert item["image"].shape == (3, 16, 16) and -1 <= item["image"].min() and item["image"].max() <= 1
+    assert item["labels"].shape == (16, 16) and int(item["labels"].max()) == 1
+    assert item["caption"] == "caption a of 1" and item["stem"] == "1"
+
+
+def test_random_caption_is_seeded_per_epoch(tmp_path):
+    root = make_folder(tmp_path / "d", [str(i) for i in range(20)])
+    data = FaceMaskTextDataset(root, split="all", resolution=16)
+    first = [data[i]["caption"] for i in range(20)]
+    assert first == [data[i]["caption"] for i in range(20)]
+    data.set_epoch(1)
+    assert first != [data[i]["caption"] for i in range(20)]
+
+
+def test_official_celeba_split():
+    stems = [str(i) for i in range(30000)]
+    splits = assign_splits(stems, __import__("pathlib").Path("/nonexistent"))
+    assert splits["26999"] == "train" and splits["27000"] == "test"
+    assert sum(v == "test" for v in splits.values()) == 3000
+
+
+def test_seeded_and_file_splits(tmp_path):
+    root = make_folder(tmp_path / "d", [f"img{i}" for i in range(200)])
+    train = FaceMaskTextDataset(root, "train", resolution=16, validate=False)
+    test = FaceMaskTextDataset(root, "test", resolution=16, validate=False)
+    assert not set(train.stems) & set(test.stems) and len(train) + len(test) == 200
+    assert 5 < len(test) < 40
+    (root / "splits.json").write_text(json.dumps({"train": ["img0", "img1"], "test": ["img2"]}))
+    assert FaceMaskTextDataset(root, "test", resolution=16).stems == ["img2"]
+
+
+def test_validation_reports_offending_files(tmp_path):
+    root = make_folder(tmp_path / "d", ["0", "1", "2", "3", "4"])
+    (root / "mask" / "1.png").unlink()
+    bad = np.ones((16, 16), np.uint8) * 25
+    Image.fromarray(bad, mode="L").save(root / "mask" / "2.png")
+    (root / "face" / "3.jpg").write_bytes(b"garbage")
+    with pytest.raises(DatasetError) as error:
+        FaceMaskTextDataset(root, split="all", resolution=16)
+    message = str(error.value)
+    assert "1.jpg" in message and "2.png" in message and "3.jpg" in message and "skip_invalid" in message
+    data = FaceMaskTextDataset(root, split="all", resolution=16, skip_invalid=True)
+    assert data.stems == ["0", "4"]
+
+
+def test_missing_folders_and_text_json(tmp_path):
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        FaceMaskTextDataset(tmp_path / "nothing")
+    root = make_folder(tmp_path / "d", ["0", "1"])
+    for p in (root / "text").iterdir():
+        p.unlink()
+    (root / "text").rmdir()
+    (root / "text.json").write_text(json.dumps({"0.jpg": ["from json"], "1.jpg": ["also json"]}))
+    assert FaceMaskTextDataset(root, "all", resolution=16, caption="first")[0]["caption"] == "from json"
+    (root / "text.json").write_text(json.dumps({"0.jpg": ["only one"]}))
+    with pytest.raises(DatasetError, match="without captions"):
+        FaceMaskTextDataset(root, "all", resolution=16)
