@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facemogle.model import FaceMoGLEModel, config_for_size
+from facemogle.model import FaceMoGLEModel, StepRandomness, config_for_size
 from facemogle.pipeline import FaceMoGLEPipeline
 
 
@@ -65,7 +65,7 @@ def op_seconds(run) -> tuple[float, float]:
 def training_step(model, optimizer, batch, bf16: bool):
     images, labels, text, null = batch
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model.loss(images, labels, text, null, generator=torch.Generator().manual_seed(0))
+        loss = model.loss(images, labels, text, null, StepRandomness.draw(0, 0, len(images), model.token_shape(images.shape[-1])))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

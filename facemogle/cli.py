@@ -98,6 +98,35 @@ def cmd_data_preview(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .train import TrainConfig, train
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            setattr(config, field.name, value)
+    out = train(config, resume=args.resume, overwrite=args.overwrite)
+    print(f"run folder: {out}")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--batch-size for batch_size); unset flags keep the config's value."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facemogle",
@@ -146,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--count", type=int, default=16)
     preview.add_argument("--columns", type=int, default=8)
     preview.set_defaults(func=cmd_data_preview)
+    train = sub.add_parser("train", help="train the compact model (runs under `accelerate launch` too)")
+    train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    _add_train_options(train)
+    train.set_defaults(func=cmd_train)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
     init.add_argument("--out", required=True)
     init.add_argument("--size", choices=["tiny", "small"], default="tiny")
@@ -162,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (MaskError, DatasetError, UsageError, FileNotFoundError, ValueError, TypeError) as error:
+    except (MaskError, DatasetError, UsageError, FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
         print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ class FaceMoGLEConfig:
     num_heads: int = 4
     head_dim: int = 64
     text_encoder: str = "minilm"
-    max_text_tokens: int = 32
+    max_text_tokens: int = 48
     text_dim: int = 384
     pooled_dim: int = 384
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
@@ -157,25 +157,49 @@ class FaceMoGLEModel(nn.Module):
             attention=attention,
         )  # fmt: skip
 
+    def token_shape(self, resolution: int) -> tuple[int, int]:
+        rows, cols = self.grid(resolution, resolution)
+        return rows * cols, self.config.token_dim
+
     def loss(
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
         text: TextEmbedding,
         null_text: TextEmbedding,
-        dropout: ModalityDropout | None = None,
-        generator: torch.Generator | None = None,
+        randomness: StepRandomness,
     ) -> torch.Tensor:
         """Rectified-flow loss on a batch: images [B, 3, H, W] in [-1, 1], labels [B, H, W], encoded prompts."""
-        batch = images.shape[0]
-        dropout = dropout or ModalityDropout()
-        keep_text, keep_mask, keep_local = dropout.sample(batch, NUM_CLASSES, generator)
+        r = randomness
         x0 = patchify(images, self.config.patch_size)  # [B, N, C]
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-        t = sample_time(batch, generator)
-        condition = self.encode_condition(labels, keep_local)
+        condition = self.encode_condition(labels, r.keep_local)
         prediction = self(
-            noisy_sample(x0, noise, t), t, text.select(keep_text, null_text), condition, keep_mask,
+            noisy_sample(x0, r.noise, r.t), r.t, text.select(r.keep_text, null_text), condition, r.keep_mask,
             grid=self.grid(*images.shape[-2:]),
         )  # fmt: skip
-        return F.mse_loss(prediction.float(), velocity_target(x0, noise).float())
+        return F.mse_loss(prediction.float(), velocity_target(x0, r.noise).float())
+
+
+@dataclass
+class StepRandomness:
+    """Every random draw of one training step, for a whole (global) batch."""
+
+    noise: torch.Tensor  # [B, N, C]
+    t: torch.Tensor  # [B]
+    keep_text: torch.Tensor  # [B] bool
+    keep_mask: torch.Tensor  # [B] bool
+    keep_local: torch.Tensor  # [B, 19] bool
+
+    @classmethod
+    def draw(
+        cls, seed: int, step: int, batch: int, token_shape: tuple[int, int], dropout: ModalityDropout | None = None
+    ) -> StepRandomness:
+        """Draws that depend only on (seed, step), so any process can take its slice of the global batch."""
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        keep_text, keep_mask, keep_local = (dropout or ModalityDropout()).sample(batch, NUM_CLASSES, generator)
+        t = sample_time(batch, generator)
+        noise = torch.randn(batch, *token_shape, generator=generator)
+        return cls(noise, t, keep_text, keep_mask, keep_local)
+
+    def slice(self, rows: slice) -> StepRandomness:
+        return StepRandomness(self.noise[rows], self.t[rows], self.keep_text[rows], self.keep_mask[rows], self.keep_local[rows])

@@ -1,0 +1,403 @@
+"""The training loop (Hugging Face accelerate): one process on CPU by default, DDP under `accelerate launch`.
+
+Determinism: every random draw of a step (data order, noise, t, modality dropout) comes from the run's
+seed and the step number, for the whole global batch, and each process takes its own slice. So a run
+resumed from a checkpoint continues bit for bit, and N processes reach the weights of one process with
+the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .flow import ModalityDropout
+from .model import FaceMoGLEConfig, FaceMoGLEModel, StepRandomness, config_for_size
+from .pipeline import FaceMoGLEPipeline, atomic_write, load_text_encoder
+
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model"
+DONE = "DONE"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked; the message says which flag to pass."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run; saved as train_config.json in the run folder. The CLI overrides fields."""
+
+    data: str = "data/synthface"
+    out: str = "runs/default"
+    size: str = "small"  # model preset, see model.SIZES
+    resolution: int = 64
+    gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
+    experts: bool = True
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    steps: int = 10000
+    lr: float = 3e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | prodigy
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    mixed_precision: str = "bf16"  # bf16 | no
+    seed: int = 0
+    drop_text: float = 0.1
+    drop_mask: float = 0.1
+    drop_local: float = 0.1
+    checkpoint_every: int = 500
+    sample_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    cache_in_memory: bool = True
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a JSON or YAML config file."""
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}.")
+        return cls(**data)
+
+    def model_config(self) -> FaceMoGLEConfig:
+        config = config_for_size(self.size, resolution=self.resolution)
+        config.mogle.gating, config.mogle.experts = self.gating, self.experts
+        return config
+
+
+class TrainingObjective(torch.nn.Module):
+    """The loss as a module's forward, so that DDP (through accelerate) sees a forward pass."""
+
+    def __init__(self, model: FaceMoGLEModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, labels, text, null_text, randomness):
+        return self.model.loss(images, labels, text, null_text, randomness)
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, stop_at: int | None = None) -> Path:
+    """Run (or resume) training; returns the run folder. stop_at: stop after that step (as if interrupted)."""
+    from accelerate import Accelerator
+
+    out = Path(config.out)
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
+    )
+    if accelerator.is_main_process:
+        _prepare_run_folder(out, config, resume, overwrite)
+    accelerator.wait_for_everyone()
+    dataset = _open_dataset(config)
+    text_encoder = load_text_encoder(config.model_config())
+    null_text = text_encoder.encode([""])
+    torch.manual_seed(config.seed)
+    model = FaceMoGLEModel(config.model_config())
+    objective = TrainingObjective(model)
+    optimizer = _optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup)))
+    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    step = 0
+    if resume:
+        step = _load_checkpoint(out, model, optimizer, scheduler, ema)
+    order = DataOrder(len(dataset), config.seed)
+    global_batch = config.batch_size * accelerator.num_processes
+    dropout = ModalityDropout(config.drop_text, config.drop_mask, config.drop_local)
+    log = _CsvLog(out / "log.csv", accelerator.is_main_process)
+    bar = _progress(config.steps, step, accelerator.is_main_process)
+    started, seen = time.perf_counter(), 0
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if _in_main_thread() else None
+    try:
+        while step < config.steps and (stop_at is None or step < stop_at):
+            objective.train()
+            for micro in range(config.grad_accum):
+                micro_index = step * config.grad_accum + micro
+                indices = order.batch(micro_index, global_batch)
+                mine = slice(accelerator.process_index * config.batch_size, (accelerator.process_index + 1) * config.batch_size)
+                images, labels, captions = _collate([dataset[i] for i in indices[mine]])
+                randomness = StepRandomness.draw(
+                    config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
+                ).slice(mine)
+                with accelerator.accumulate(objective):
+                    loss = objective(images, labels, text_encoder.encode(captions), null_text, randomness)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.grad_clip > 0:
+                        accelerator.clip_grad_norm_(objective.parameters(), config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            step += 1
+            seen += global_batch * config.grad_accum
+            _update_ema(ema, model, config.ema, step)
+            loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+            rate = seen / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
+            bar.update()
+            if step % config.log_every == 0 or step == config.steps:
+                log.write(step=step, loss=loss_value, lr=scheduler.get_last_lr()[0], images_per_s=rate,
+                          elapsed_s=time.perf_counter() - started)  # fmt: skip
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
+            if accelerator.is_main_process and config.sample_every and step % config.sample_every == 0:
+                sample_grid(_ema_pipeline(model, ema, text_encoder), dataset).save(out / "samples" / f"step_{step:07d}.png")
+    except KeyboardInterrupt:
+        _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
+        bar.close()
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    bar.close()
+    if step < config.steps and step % config.checkpoint_every:
+        _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)  # stopped early
+    if step >= config.steps and accelerator.is_main_process:
+        pipe = _ema_pipeline(model, ema, text_encoder)
+        pipe.save_pretrained(out / FINAL_MODEL)
+        sample_grid(pipe, dataset).save(out / "samples" / "final.png")
+        loss_curve(out / "log.csv").save(out / "loss.png")
+        (out / DONE).write_text(f"finished at step {step}\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out
+
+
+def _interrupt(signum, frame):
+    """SIGTERM (a scheduler or session ending) is handled like Ctrl-C: checkpoint, then stop."""
+    raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class DataOrder:
+    """Sample order: a fresh seeded permutation per epoch; batch k is positions k·B … (k+1)·B − 1 of the stream."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed = length, seed
+        self._epoch, self._perm = -1, None
+
+    def batch(self, index: int, size: int) -> np.ndarray:
+        positions = np.arange(index * size, (index + 1) * size)
+        return np.array([self._at(p) for p in positions])
+
+    def _at(self, position: int) -> int:
+        epoch, offset = divmod(int(position), self.length)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.length)
+        return int(self._perm[offset])
+
+
+def _collate(items: list[dict]):
+    images = torch.stack([item["image"] for item in items])
+    labels = torch.stack([item["labels"] for item in items])
+    return images, labels, [item["caption"] for item in items]
+
+
+def _open_dataset(config: TrainConfig):
+    from .data.folders import FaceMaskTextDataset
+
+    return FaceMaskTextDataset(
+        config.data, split="train", resolution=config.resolution, seed=config.seed, cache_in_memory=config.cache_in_memory
+    )
+
+
+def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError:
+            raise ValueError("optimizer 'prodigy' needs the prodigyopt package: pip install 'facemogle[train]'.") from None
+        return Prodigy(
+            model.parameters(), lr=1.0, weight_decay=config.weight_decay or 0.01, use_bias_correction=True, safeguard_warmup=True
+        )
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adamw' or 'prodigy'.")
+
+
+@torch.no_grad()
+def _update_ema(ema: dict, model: torch.nn.Module, decay: float, step: int) -> None:
+    decay = min(decay, (1 + step) / (10 + step))
+    for name, value in model.state_dict().items():
+        ema[name].mul_(decay).add_(value.detach().float(), alpha=1 - decay)
+
+
+def _ema_pipeline(model: FaceMoGLEModel, ema: dict, text_encoder) -> FaceMoGLEPipeline:
+    copy = FaceMoGLEModel(model.config)
+    copy.load_state_dict(ema)
+    return FaceMoGLEPipeline(copy, text_encoder)
+
+
+# --- run folder and checkpoints ---
+
+
+def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    elif resume:
+        if not _latest_checkpoint(out):
+            raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
+        saved = json.loads((out / "train_config.json").read_text())
+        changed = {k for k in ("size", "resolution", "gating", "experts", "batch_size", "seed") if saved.get(k) != getattr(config, k)}
+        if changed:
+            raise RunFolderError(f"--resume with other {sorted(changed)} than the run in {out}; resume with the saved config.")
+    elif (out / DONE).exists():
+        raise RunFolderError(f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out.")
+    elif _latest_checkpoint(out):
+        raise RunFolderError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over.")
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    text = json.dumps(dataclasses.asdict(config), indent=2)
+    atomic_write(out / "train_config.json", lambda path: Path(path).write_text(text))
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    checkpoints = sorted((out / CHECKPOINTS).glob("step_*.pt")) if (out / CHECKPOINTS).is_dir() else []
+    return checkpoints[-1] if checkpoints else None
+
+
+def _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step) -> None:
+    """Everything needed to continue bit for bit, written atomically; older checkpoints beyond keep are removed."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "ema": ema,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    path = out / CHECKPOINTS / f"step_{step:07d}.pt"
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    for old in sorted((out / CHECKPOINTS).glob("step_*.pt"))[: -config.keep_checkpoints]:
+        old.unlink()
+
+
+def _load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
+    path = _latest_checkpoint(out)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise RunFolderError(f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before.") from None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for name, value in state["ema"].items():
+        ema[name].copy_(value)
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+# --- logs, progress, pictures ---
+
+
+class _CsvLog:
+    FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
+
+    def __init__(self, path: Path, active: bool):
+        self.path, self.active = path, active
+        self.tensorboard = None
+        if active:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def write(self, **row) -> None:
+        if not self.active:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        if self.tensorboard is not None:
+            for key in ("loss", "lr", "images_per_s"):
+                self.tensorboard.add_scalar(key, row[key], row["step"])
+
+
+def _progress(total: int, initial: int, active: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="training", unit="step", disable=not active)
+
+
+SAMPLE_PROMPTS = (
+    "She has long wavy blond hair and is wearing lipstick. She is smiling.",
+    "He has short black hair and is wearing eyeglasses.",
+    "She has straight red hair and bangs and is wearing earrings.",
+    "He is bald and has a big nose. He is smiling.",
+)
+
+
+def sample_grid(pipe: FaceMoGLEPipeline, dataset, count: int = 4, steps: int = 20) -> Image.Image:
+    """Rows of: coloured mask | mask only | text only | text + mask, for fixed masks and prompts."""
+    from .cli import image_grid
+    from .labels import colorize
+
+    rows = []
+    for k in range(min(count, len(dataset))):
+        labels = dataset[k]["labels"].numpy().astype(np.uint8)
+        prompt = SAMPLE_PROMPTS[k % len(SAMPLE_PROMPTS)]
+        row = [colorize(labels)]
+        for mode_prompt, mode_mask in ((None, labels), (prompt, None), (prompt, labels)):
+            row += pipe(prompt=mode_prompt, mask=mode_mask, num_inference_steps=steps, seed=k)
+        rows.append(row)
+    return image_grid(rows)
+
+
+def loss_curve(log_path: Path, size: tuple[int, int] = (640, 360)) -> Image.Image:
+    """A plot of the training loss (raw and smoothed) against steps from log.csv."""
+    with log_path.open() as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array([float(r["step"]) for r in rows])
+    losses = np.array([float(r["loss"]) for r in rows])
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = 60, 20, size[0] - 20, size[1] - 40
+    draw.rectangle((left, top, right, bottom), outline="black")
+    if len(steps) < 2:
+        return image
+    low, high = float(losses.min()), float(np.percentile(losses, 98))
+    high = high if high > low else low + 1e-6
+
+    def xy(s, v):
+        return left + (s - steps[0]) / max(1e-9, steps[-1] - steps[0]) * (right - left), bottom - (min(v, high) - low) / (high - low) * (bottom - top)
+
+    draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(170, 190, 230), width=1)
+    window = max(1, len(losses) // 30)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    draw.line([xy(s, v) for s, v in zip(steps[window - 1 :], smooth)], fill=(20, 60, 160), width=2)
+    for value in (low, (low + high) / 2, high):
+        draw.text((5, xy(steps[0], value)[1] - 6), f"{value:.4f}", fill="black")
+    draw.text((left, bottom + 10), f"step {int(steps[0])}", fill="black")
+    draw.text((right - 80, bottom + 10), f"step {int(steps[-1])}", fill="black")
+    draw.text((left + 10, top + 5), "training loss (light: logged, dark: smoothed)", fill="black")
+    return image
