@@ -65,7 +65,13 @@ def op_seconds(run) -> tuple[float, float]:
 def training_step(model, optimizer, batch, bf16: bool):
     images, labels, text, null = batch
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model.loss(images, labels, text, null, StepRandomness.draw(0, 0, len(images), model.token_shape(images.shape[-1])))
+        loss = model.loss(
+            images,
+            labels,
+            text,
+            null,
+            StepRandomness.draw(0, 0, len(images), model.token_shape(images.shape[-1])),
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -177,8 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(func=cmd_data_preview)
     train = sub.add_parser("train", help="train the compact model (runs under `accelerate launch` too)")
     train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a finished or unfinished run in --out"
+    )
     _add_train_options(train)
     train.set_defaults(func=cmd_train)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
@@ -197,7 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (MaskError, DatasetError, UsageError, FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
+    except (
+        MaskError,
+        DatasetError,
+        UsageError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+    ) as error:
         print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

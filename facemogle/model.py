@@ -192,14 +192,23 @@ class StepRandomness:
 
     @classmethod
     def draw(
-        cls, seed: int, step: int, batch: int, token_shape: tuple[int, int], dropout: ModalityDropout | None = None
+        cls,
+        seed: int,
+        step: int,
+        batch: int,
+        token_shape: tuple[int, int],
+        dropout: ModalityDropout | None = None,
     ) -> StepRandomness:
         """Draws that depend only on (seed, step), so any process can take its slice of the global batch."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        keep_text, keep_mask, keep_local = (dropout or ModalityDropout()).sample(batch, NUM_CLASSES, generator)
+        keep_text, keep_mask, keep_local = (dropout or ModalityDropout()).sample(
+            batch, NUM_CLASSES, generator
+        )
         t = sample_time(batch, generator)
         noise = torch.randn(batch, *token_shape, generator=generator)
         return cls(noise, t, keep_text, keep_mask, keep_local)
 
     def slice(self, rows: slice) -> StepRandomness:
-        return StepRandomness(self.noise[rows], self.t[rows], self.keep_text[rows], self.keep_mask[rows], self.keep_local[rows])
+        return StepRandomness(
+            self.noise[rows], self.t[rows], self.keep_text[rows], self.keep_mask[rows], self.keep_local[rows]
+        )

@@ -99,13 +99,20 @@ class TrainingObjective(torch.nn.Module):
         return self.model.loss(images, labels, text, null_text, randomness)
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, stop_at: int | None = None) -> Path:
+def train(
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, stop_at: int | None = None
+) -> Path:
     """Run (or resume) training; returns the run folder. stop_at: stop after that step (as if interrupted)."""
     from accelerate import Accelerator
 
     out = Path(config.out)
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=not torch.cuda.is_available()
+    if config.mixed_precision not in ("bf16", "no"):
+        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {config.mixed_precision!r}.")
+    # Autocast and gradient accumulation are done here, not by accelerate, whose process-wide state
+    # could not change between runs in one process.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    autocast = torch.autocast(
+        accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
     )
     if accelerator.is_main_process:
         _prepare_run_folder(out, config, resume, overwrite)
@@ -117,7 +124,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, st
     model = FaceMoGLEModel(config.model_config())
     objective = TrainingObjective(model)
     optimizer = _optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup))
+    )
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
     ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     step = 0
@@ -136,19 +145,26 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, st
             for micro in range(config.grad_accum):
                 micro_index = step * config.grad_accum + micro
                 indices = order.batch(micro_index, global_batch)
-                mine = slice(accelerator.process_index * config.batch_size, (accelerator.process_index + 1) * config.batch_size)
+                mine = slice(
+                    accelerator.process_index * config.batch_size,
+                    (accelerator.process_index + 1) * config.batch_size,
+                )
                 images, labels, captions = _collate([dataset[i] for i in indices[mine]])
                 randomness = StepRandomness.draw(
                     config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
                 ).slice(mine)
-                with accelerator.accumulate(objective):
-                    loss = objective(images, labels, text_encoder.encode(captions), null_text, randomness)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.grad_clip > 0:
-                        accelerator.clip_grad_norm_(objective.parameters(), config.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                last = micro == config.grad_accum - 1
+                with (
+                    contextlib.nullcontext() if last else accelerator.no_sync(objective)
+                ):  # all-reduce once per step
+                    with autocast:
+                        loss = objective(images, labels, text_encoder.encode(captions), null_text, randomness)
+                    accelerator.backward(loss / config.grad_accum)
+            if config.grad_clip > 0:
+                accelerator.clip_grad_norm_(objective.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
             step += 1
             seen += global_batch * config.grad_accum
             _update_ema(ema, model, config.ema, step)
@@ -162,7 +178,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, st
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
             if accelerator.is_main_process and config.sample_every and step % config.sample_every == 0:
-                sample_grid(_ema_pipeline(model, ema, text_encoder), dataset).save(out / "samples" / f"step_{step:07d}.png")
+                sample_grid(_ema_pipeline(model, ema, text_encoder), dataset).save(
+                    out / "samples" / f"step_{step:07d}.png"
+                )
     except KeyboardInterrupt:
         _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
         bar.close()
@@ -176,7 +194,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, st
     if step >= config.steps and accelerator.is_main_process:
         pipe = _ema_pipeline(model, ema, text_encoder)
         pipe.save_pretrained(out / FINAL_MODEL)
-        sample_grid(pipe, dataset).save(out / "samples" / "final.png")
+        if config.sample_every:
+            sample_grid(pipe, dataset).save(out / "samples" / "final.png")
         loss_curve(out / "log.csv").save(out / "loss.png")
         (out / DONE).write_text(f"finished at step {step}\n")
     accelerator.wait_for_everyone()
@@ -207,7 +226,10 @@ class DataOrder:
     def _at(self, position: int) -> int:
         epoch, offset = divmod(int(position), self.length)
         if epoch != self._epoch:
-            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.length)
+            self._epoch, self._perm = (
+                epoch,
+                np.random.default_rng([self.seed, epoch]).permutation(self.length),
+            )
         return int(self._perm[offset])
 
 
@@ -221,7 +243,11 @@ def _open_dataset(config: TrainConfig):
     from .data.folders import FaceMaskTextDataset
 
     return FaceMaskTextDataset(
-        config.data, split="train", resolution=config.resolution, seed=config.seed, cache_in_memory=config.cache_in_memory
+        config.data,
+        split="train",
+        resolution=config.resolution,
+        seed=config.seed,
+        cache_in_memory=config.cache_in_memory,
     )
 
 
@@ -232,9 +258,15 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
         try:
             from prodigyopt import Prodigy
         except ImportError:
-            raise ValueError("optimizer 'prodigy' needs the prodigyopt package: pip install 'facemogle[train]'.") from None
+            raise ValueError(
+                "optimizer 'prodigy' needs the prodigyopt package: pip install 'facemogle[train]'."
+            ) from None
         return Prodigy(
-            model.parameters(), lr=1.0, weight_decay=config.weight_decay or 0.01, use_bias_correction=True, safeguard_warmup=True
+            model.parameters(),
+            lr=1.0,
+            weight_decay=config.weight_decay or 0.01,
+            use_bias_correction=True,
+            safeguard_warmup=True,
         )
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'adamw' or 'prodigy'.")
 
@@ -262,13 +294,23 @@ def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite:
         if not _latest_checkpoint(out):
             raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
         saved = json.loads((out / "train_config.json").read_text())
-        changed = {k for k in ("size", "resolution", "gating", "experts", "batch_size", "seed") if saved.get(k) != getattr(config, k)}
+        changed = {
+            k
+            for k in ("size", "resolution", "gating", "experts", "batch_size", "seed")
+            if saved.get(k) != getattr(config, k)
+        }
         if changed:
-            raise RunFolderError(f"--resume with other {sorted(changed)} than the run in {out}; resume with the saved config.")
+            raise RunFolderError(
+                f"--resume with other {sorted(changed)} than the run in {out}; resume with the saved config."
+            )
     elif (out / DONE).exists():
-        raise RunFolderError(f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out.")
+        raise RunFolderError(
+            f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out."
+        )
     elif _latest_checkpoint(out):
-        raise RunFolderError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over.")
+        raise RunFolderError(
+            f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over."
+        )
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     text = json.dumps(dataclasses.asdict(config), indent=2)
@@ -304,7 +346,9 @@ def _load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise RunFolderError(f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before.") from None
+        raise RunFolderError(
+            f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before."
+        ) from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -389,7 +433,9 @@ def loss_curve(log_path: Path, size: tuple[int, int] = (640, 360)) -> Image.Imag
     high = high if high > low else low + 1e-6
 
     def xy(s, v):
-        return left + (s - steps[0]) / max(1e-9, steps[-1] - steps[0]) * (right - left), bottom - (min(v, high) - low) / (high - low) * (bottom - top)
+        return left + (s - steps[0]) / max(1e-9, steps[-1] - steps[0]) * (right - left), bottom - (
+            min(v, high) - low
+        ) / (high - low) * (bottom - top)
 
     draw.line([xy(s, v) for s, v in zip(steps, losses)], fill=(170, 190, 230), width=1)
     window = max(1, len(losses) // 30)

@@ -1,0 +1,127 @@
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facemogle.cli import main
+from facemogle.data.synthface import write_synthface
+from facemogle.train import DataOrder, RunFolderError, TrainConfig, loss_curve, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthface(tmp_path_factory.mktemp("data") / "sf", 48, size=32, progress=False)
+
+
+def config(data, out, **overrides):
+    base = dict(data=str(data), out=str(out), size="tiny", resolution=32, batch_size=4, steps=6, warmup=2,
+                checkpoint_every=100, sample_every=0, log_every=1, mixed_precision="no")  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def weights(run):
+    return load_file(run / "model" / "model.safetensors")
+
+
+def test_resume_is_bit_exact(data, tmp_path):
+    straight = train(config(data, tmp_path / "a", grad_accum=2, mixed_precision="bf16"))
+    interrupted = config(data, tmp_path / "b", grad_accum=2, mixed_precision="bf16")
+    train(interrupted, stop_at=3)
+    assert not (tmp_path / "b" / "DONE").exists()
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step_0000003.pt"]
+    train(interrupted, resume=True)
+    a, b = weights(straight), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "b" / "loss.png").exists() and (tmp_path / "b" / "samples").is_dir()
+
+
+def test_training_changes_weights_and_logs(data, tmp_path):
+    run = train(config(data, tmp_path / "r", steps=4, sample_every=4))
+    rows = (run / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,images_per_s,elapsed_s" and len(rows) == 5
+    assert json.loads((run / "train_config.json").read_text())["steps"] == 4
+    assert (run / "samples" / "step_0000004.png").exists()
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_pretrained(run / "model")
+    assert pipe(prompt="a woman", num_inference_steps=2)[0].size == (32, 32)
+
+
+def test_run_folder_is_protected(data, tmp_path):
+    cfg = config(data, tmp_path / "r", steps=2)
+    train(cfg)
+    with pytest.raises(RunFolderError, match="--overwrite"):
+        train(cfg)
+    with pytest.raises(RunFolderError, match="resume with the saved config"):
+        train(config(data, tmp_path / "r", steps=4, seed=9), resume=True)
+    train(config(data, tmp_path / "r", steps=3), resume=True)  # more steps on a finished run
+    train(cfg, overwrite=True)
+    unfinished = config(data, tmp_path / "u", steps=4)
+    train(unfinished, stop_at=1)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(unfinished)
+    with pytest.raises(RunFolderError, match="no checkpoint"):
+        train(config(data, tmp_path / "new"), resume=True)
+
+
+def test_corrupt_checkpoint_gets_clear_error(data, tmp_path):
+    cfg = config(data, tmp_path / "r", steps=4)
+    train(cfg, stop_at=2)
+    (tmp_path / "r" / "checkpoints" / "step_0000002.pt").write_bytes(b"truncated")
+    with pytest.raises(RunFolderError, match="cannot be read"):
+        train(cfg, resume=True)
+
+
+def test_cli_flags_override_yaml(data, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(f"data: {data}\nsize: tiny\nresolution: 32\nsteps: 50\nbatch_size: 2\n")
+    code = main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r"), "--steps", "2",
+                 "--sample-every", "0", "--mixed-precision", "no"])  # fmt: skip
+    assert code == 0
+    saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert saved["steps"] == 2 and saved["batch_size"] == 2
+    (tmp_path / "bad.yaml").write_text("nonsense_option: 1\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown training options" in capsys.readouterr().err
+
+
+def test_data_order_is_a_permutation_per_epoch():
+    order = DataOrder(10, seed=3)
+    first = [int(i) for b in range(5) for i in order.batch(b, 2)]
+    assert sorted(first) == list(range(10))
+    second = [int(i) for b in range(5, 10) for i in order.batch(b, 2)]
+    assert sorted(second) == list(range(10)) and second != first
+    assert list(DataOrder(10, seed=3).batch(7, 2)) == list(order.batch(7, 2))
+
+
+def test_loss_curve(tmp_path):
+    (tmp_path / "log.csv").write_text(
+        "step,loss,lr,images_per_s,elapsed_s\n" + "".join(f"{i},{1 / i},1,1,1\n" for i in range(1, 50))
+    )
+    image = loss_curve(tmp_path / "log.csv")
+    assert image.size == (640, 360) and len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 3
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_two_processes_match_one_process(data, tmp_path):
+    """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4."""
+    common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "1",
+              "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
+    train(config(data, tmp_path / "one", steps=3, warmup=1))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", "29533", "-m", "facemogle.cli", "train",
+         "--out", str(tmp_path / "two"), "--batch-size", "2", *common],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
+    # and a different global batch would not have matched
+    train(config(data, tmp_path / "other", steps=3, warmup=1, batch_size=2))
+    other = weights(tmp_path / "other")
+    assert max((one[k] - other[k]).abs().max().item() for k in one) > 1e-3
