@@ -127,6 +127,33 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
 
 
+def cmd_train_evaluators(args: argparse.Namespace) -> None:
+    from .evaluators import load_split, train_evaluator
+
+    splits = (
+        load_split(args.data, "train", args.resolution, args.limit),
+        load_split(args.data, "test", args.resolution, args.limit),
+    )
+    for kind in args.kinds:
+        metrics = train_evaluator(kind, args.data, Path(args.out) / kind, steps=args.steps, seed=args.seed,
+                                  resolution=args.resolution, splits=splits)  # fmt: skip
+        headline = metrics.get("miou", metrics.get("accuracy"))
+        print(
+            f"{kind}: {'mIoU' if kind == 'parser' else 'attribute accuracy'} {headline:.3f} on {metrics['test_items']} test items"
+        )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .metrics.report import evaluate
+
+    if args.model and args.images:
+        raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
+    report = evaluate(args.data, args.out, model=args.model, images=args.images, modes=tuple(args.mode), split=args.split,
+                      n=args.n, steps=args.steps, seed=args.seed, evaluators=args.evaluators)  # fmt: skip
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facemogle",
@@ -185,6 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_options(train)
     train.set_defaults(func=cmd_train)
+    tev = sub.add_parser("train-evaluators", help="train the SynthFace face parser and attribute classifier")
+    tev.add_argument("--data", required=True)
+    tev.add_argument("--out", required=True)
+    tev.add_argument("--kinds", nargs="+", choices=["parser", "classifier"], default=["parser", "classifier"])
+    tev.add_argument("--steps", type=int, default=1500)
+    tev.add_argument("--resolution", type=int, default=64)
+    tev.add_argument("--limit", type=int, help="use at most this many items per split")
+    tev.add_argument("--seed", type=int, default=0)
+    tev.set_defaults(func=cmd_train_evaluators)
+    ev = sub.add_parser(
+        "eval", help="generate for held-out items and score them (report.json, report.md, grid.png)"
+    )
+    ev.add_argument("--data", required=True, help="dataset folder in the MM-CelebA-HQ layout")
+    ev.add_argument("--model", help="model folder (default: the shipped model)")
+    ev.add_argument("--images", help="score these images ({stem}.png) instead of generating")
+    ev.add_argument("--out", default="eval")
+    ev.add_argument("--mode", nargs="+", choices=["mask", "text", "both"], default=["mask", "text", "both"])
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--n", type=int, default=500)
+    ev.add_argument("--steps", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
+    ev.set_defaults(func=cmd_eval)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
     init.add_argument("--out", required=True)
     init.add_argument("--size", choices=["tiny", "small"], default="tiny")

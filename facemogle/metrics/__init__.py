@@ -1,0 +1,1 @@
+"""Metrics: mask consistency, attribute (text) consistency, Fréchet distance and KID, and the evaluation report."""
