@@ -79,3 +79,38 @@ def test_missing_folders_and_text_json(tmp_path):
     (root / "text.json").write_text(json.dumps({"0.jpg": ["only one"]}))
     with pytest.raises(DatasetError, match="without captions"):
         FaceMaskTextDataset(root, "all", resolution=16)
+
+
+def test_condition_cache_is_used_and_checked(tmp_path):
+    import torch
+
+    from facemogle.data.cache import CacheMismatchError, build_condition_cache
+    from facemogle.latents import encode_masks
+
+    root = make_folder(tmp_path / "d", [str(i) for i in range(5)])
+    data = FaceMaskTextDataset(root, "all", resolution=16)
+    calls = []
+
+    def encode(labels):
+        calls.append(len(labels))
+        return encode_masks(labels, 4)
+
+    build_condition_cache(data, encode, tmp_path / "cache", encoder="patchify-4", shard_size=2, batch_size=2)
+    assert sum(calls) == 5
+    cached = FaceMaskTextDataset(
+        root, "all", resolution=16, condition_cache=tmp_path / "cache", condition_encoder="patchify-4"
+    )
+    for _epoch in range(2):
+        for i in range(len(cached)):
+            item = cached[i]
+            torch.testing.assert_close(item["condition"], encode_masks(item["labels"][None], 4)[0])
+    assert sum(calls) == 5  # no mask was encoded again
+    with pytest.raises(CacheMismatchError, match="encoder"):
+        FaceMaskTextDataset(
+            root, "all", resolution=16, condition_cache=tmp_path / "cache", condition_encoder="vae"
+        )
+    with pytest.raises(CacheMismatchError, match="resolution"):
+        FaceMaskTextDataset(root, "all", resolution=8, condition_cache=tmp_path / "cache")
+    save_mask(np.full((16, 16), 2, np.uint8), root / "mask" / "3.png")
+    with pytest.raises(CacheMismatchError, match="changed since caching"):
+        FaceMaskTextDataset(root, "all", resolution=16, condition_cache=tmp_path / "cache")

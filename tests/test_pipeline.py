@@ -142,3 +142,26 @@ def test_optimisation_lowers_loss(tiny_pipe):
     with torch.no_grad():
         after = sum(loss_at(s).item() for s in range(8))
     assert after < 0.7 * before
+
+
+@pytest.mark.parametrize("resolution", [64, 128])
+def test_other_resolutions(resolution):
+    pipe = FaceMoGLEPipeline.init("tiny", resolution=resolution)
+    images = pipe(prompt="a woman", mask=face_like_labels(resolution), num_inference_steps=2)
+    assert images[0].size == (resolution, resolution)
+
+
+def test_mask_is_encoded_once_per_call(tiny_pipe):
+    calls = []
+    original = tiny_pipe.model.encode_condition
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    tiny_pipe.model.encode_condition = counting
+    try:
+        tiny_pipe(prompt="a woman", mask=face_like_labels(32), num_inference_steps=5, num_images=2)
+    finally:
+        del tiny_pipe.model.encode_condition
+    assert len(calls) == 1
