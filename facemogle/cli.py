@@ -154,6 +154,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import launch
+
+    launch(
+        args.model, host=args.host, port=args.port, allow_remote=args.allow_remote, parser_folder=args.parser
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facemogle",
@@ -235,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
     ev.set_defaults(func=cmd_eval)
+    demo = sub.add_parser("demo", help="start the web demo (Gradio) on 127.0.0.1")
+    demo.add_argument("--model", help="model folder (default: the shipped model)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--allow-remote", action="store_true", help="allow a --host other than loopback")
+    demo.add_argument(
+        "--parser", help="face-parser folder for photo → mask (default: the shipped SynthFace parser)"
+    )
+    demo.set_defaults(func=cmd_demo)
     init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
     init.add_argument("--out", required=True)
     init.add_argument("--size", choices=["tiny", "small"], default="tiny")

@@ -135,7 +135,7 @@ class FaceMoGLEPipeline:
         text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)
         condition = present = None
         if has_mask:
-            one = self.model.encode_condition(torch.as_tensor(labels)[None])
+            one = self.model.encode_condition(torch.from_numpy(np.array(labels, dtype=np.int64))[None])
             condition = one.repeat(num_images * len(branches))
             present = torch.tensor([use_mask for _, use_mask in branches]).repeat_interleave(num_images)
 

@@ -1,0 +1,274 @@
+"""`facemogle demo`: a Gradio app to upload, paint or parse a mask, type a prompt, and get faces."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .labels import CLASSES, PALETTE, MaskError, colorize, load_mask
+
+MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_UPLOAD_PIXELS = 4096 * 4096
+CANVAS = 512
+EXAMPLE_PROMPTS = [
+    "She has long wavy blond hair and is wearing lipstick. She is smiling.",
+    "He has short black hair and a big nose and is wearing eyeglasses.",
+    "The woman has straight red hair and bangs and is wearing earrings and a necklace.",
+    "He is bald and is smiling.",
+]
+SOURCES = ("Uploaded or example mask", "Painted mask", "No mask (text only)")
+
+
+class DemoInputError(ValueError):
+    """A user input the app rejects; shown in the page as a readable message."""
+
+
+def example_masks() -> list[Path]:
+    folder = Path(str(resources.files("facemogle") / "assets" / "examples"))
+    return sorted(folder.glob("*.png"))
+
+
+def read_upload(path: str | os.PathLike | None) -> np.ndarray | None:
+    """An uploaded mask file → label map, with the demo's size caps."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise DemoInputError(
+            f"The file is {path.stat().st_size / 2**20:.1f} MB; upload a mask under {MAX_UPLOAD_BYTES // 2**20} MB."
+        )
+    try:
+        with Image.open(path) as image:
+            pixels = image.width * image.height
+    except Exception:  # noqa: BLE001 - load_mask below reports unreadable files precisely
+        pixels = 0
+    if pixels > MAX_UPLOAD_PIXELS:
+        raise DemoInputError(f"The image has {pixels:,} pixels; upload a mask of at most 4096×4096.")
+    return load_mask(path)
+
+
+def read_painting(editor_value: dict | None) -> np.ndarray | None:
+    """The painted canvas (its composite, in palette colours) → label map; None when nothing was painted."""
+    if not editor_value or editor_value.get("composite") is None:
+        return None
+    composite = np.asarray(editor_value["composite"])[..., :3]
+    if not composite.any():
+        return None
+    return load_mask(composite)
+
+
+def choose_mask(source: str, upload_labels, painted) -> np.ndarray | None:
+    if source == SOURCES[0]:
+        if upload_labels is None:
+            raise DemoInputError(
+                "No mask uploaded: upload a mask, pick an example, or choose another mask source."
+            )
+        return upload_labels
+    if source == SOURCES[1]:
+        labels = read_painting(painted)
+        if labels is None:
+            raise DemoInputError("The canvas is empty: paint a mask, or choose another mask source.")
+        return labels
+    return None
+
+
+def run(
+    pipe,
+    source,
+    upload_labels,
+    painted,
+    prompt,
+    text_guidance,
+    mask_guidance,
+    steps,
+    seed,
+    random_seed,
+    count,
+):
+    """Generate; returns (gallery images, downloadable files, status text). Raises DemoInputError on bad input."""
+    prompt = (prompt or "").strip()
+    labels = choose_mask(source, upload_labels, painted)
+    if labels is None and not prompt:
+        raise DemoInputError("Give a mask, a prompt, or both: there is nothing to generate from.")
+    seed = random.randrange(2**31) if random_seed else int(seed)
+    started = time.perf_counter()
+    images = pipe(
+        prompt=prompt or None, mask=labels, num_inference_steps=int(steps), text_guidance=float(text_guidance),
+        mask_guidance=float(mask_guidance), seed=seed, num_images=int(count), fit="crop", progress=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    folder = Path(tempfile.mkdtemp(prefix="facemogle-"))
+    files = []
+    for k, image in enumerate(images):
+        files.append(str(folder / f"face_{seed}_{k}.png"))
+        image.save(files[-1])
+    gallery = (
+        [colorize(labels).resize(images[0].size, Image.NEAREST)] if labels is not None else []
+    ) + images
+    status = f"{len(images)} image(s) in {seconds:.1f} s, seed {seed}"
+    return gallery, files, status
+
+
+def legend_html() -> str:
+    swatches = "".join(
+        f'<span style="display:inline-block;margin:2px 6px"><span style="display:inline-block;width:14px;height:14px;'
+        f'background:rgb{tuple(rgb)};border:1px solid #888;vertical-align:middle"></span> {k} {name}</span>'
+        for k, (name, rgb) in enumerate(zip(CLASSES, PALETTE.tolist()))
+    )
+    return f'<div id="legend">{swatches}</div>'
+
+
+def blank_canvas() -> np.ndarray:
+    return np.zeros((CANVAS, CANVAS, 3), np.uint8)
+
+
+def build_app(pipe, parser=None):
+    """The Gradio Blocks app. parser: a face parser (photo → label map), default the shipped SynthFace parser."""
+    import gradio as gr
+
+    def guarded(fn):
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (DemoInputError, MaskError, ValueError) as error:
+                raise gr.Error(str(error), print_exception=False) from None
+
+        return wrapper
+
+    def on_upload(path):
+        labels = read_upload(path)
+        return labels, (colorize(labels) if labels is not None else None)
+
+    def on_example(name):
+        path = next(p for p in example_masks() if p.name == name)
+        labels = load_mask(path)
+        canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
+        return labels, colorize(labels), {"background": canvas, "layers": [], "composite": canvas}, SOURCES[0]
+
+    def on_photo(photo):
+        if photo is None:
+            raise DemoInputError("Upload a face photo first.")
+        labels = parse_photo(parser, photo)
+        canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
+        return {"background": canvas, "layers": [], "composite": canvas}, SOURCES[1]
+
+    def on_generate(
+        source,
+        upload_labels,
+        painted,
+        prompt,
+        tg,
+        mg,
+        steps,
+        seed,
+        random_seed,
+        count,
+        progress=gr.Progress(track_tqdm=True),
+    ):
+        return run(pipe, source, upload_labels, painted, prompt, tg, mg, steps, seed, random_seed, count)
+
+    with gr.Blocks(title="facemogle") as app:
+        gr.Markdown("# facemogle — faces from a mask, a prompt, or both")
+        upload_labels = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Mask source")
+                with gr.Tab("Upload"):
+                    upload = gr.File(
+                        label="Mask (label PNG 0..18 or palette-coloured image)",
+                        file_types=["image"],
+                        elem_id="mask-upload",
+                    )
+                    preview = gr.Image(label="Mask", interactive=False, elem_id="mask-preview")
+                    example = gr.Dropdown(
+                        [p.name for p in example_masks()], label="Start from an example mask"
+                    )
+                with gr.Tab("Paint"):
+                    gr.HTML(legend_html())
+                    painted = gr.ImageEditor(
+                        value=blank_canvas(), type="numpy", image_mode="RGB", canvas_size=(CANVAS, CANVAS),
+                        brush=gr.Brush(colors=["#%02x%02x%02x" % tuple(c) for c in PALETTE.tolist()], color_mode="fixed", default_size=12),
+                        label="Paint with the class colours (see the legend)",
+                    )  # fmt: skip
+                with gr.Tab("From a photo"):
+                    photo = gr.Image(type="pil", label="Face photo")
+                    parse = gr.Button("Parse the photo into an editable mask")
+                prompt = gr.Textbox(
+                    label="Prompt", placeholder="e.g. " + EXAMPLE_PROMPTS[0], elem_id="prompt"
+                )
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt])
+                with gr.Accordion("Settings", open=False):
+                    text_guidance = gr.Slider(1, 6, value=2.0, step=0.25, label="Text guidance")
+                    mask_guidance = gr.Slider(1, 6, value=1.5, step=0.25, label="Mask guidance")
+                    steps = gr.Slider(2, 50, value=20, step=1, label="Steps")
+                    seed = gr.Number(0, precision=0, label="Seed")
+                    random_seed = gr.Checkbox(False, label="Random seed")
+                    count = gr.Slider(1, 8, value=2, step=1, label="Number of images")
+                generate = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                gallery = gr.Gallery(label="Mask and generated faces", columns=3, elem_id="results")
+                status = gr.Markdown(elem_id="status")
+                files = gr.File(label="Download", file_count="multiple")
+        upload.upload(guarded(on_upload), upload, [upload_labels, preview]).success(
+            lambda: SOURCES[0], None, source
+        )
+        example.change(guarded(on_example), example, [upload_labels, preview, painted, source])
+        parse.click(guarded(on_photo), photo, [painted, source])
+        generate.click(
+            guarded(on_generate),
+            [
+                source,
+                upload_labels,
+                painted,
+                prompt,
+                text_guidance,
+                mask_guidance,
+                steps,
+                seed,
+                random_seed,
+                count,
+            ],
+            [gallery, files, status],
+        )
+    app.queue(default_concurrency_limit=1, max_size=32)
+    return app
+
+
+def parse_photo(parser, photo: Image.Image) -> np.ndarray:
+    """A face photo → label map at the parser's resolution (the photo is centre-cropped to a square)."""
+    import torch
+
+    from .latents import images_to_tensor
+
+    side = min(photo.size)
+    left, top = (photo.width - side) // 2, (photo.height - side) // 2
+    photo = photo.convert("RGB").crop((left, top, left + side, top + side))
+    with torch.no_grad():
+        return parser.parse(images_to_tensor([photo], parser.config.resolution))[0].numpy().astype(np.uint8)
+
+
+def launch(
+    model=None, host: str = "127.0.0.1", port: int = 7860, allow_remote: bool = False, parser_folder=None
+):
+    """Start the app; binding to anything but loopback needs allow_remote."""
+    from .evaluators import load_evaluator
+    from .pipeline import FaceMoGLEPipeline
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
+        raise ValueError(
+            f"Refusing to serve on {host}: the demo binds to 127.0.0.1 unless you pass --allow-remote."
+        )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: the demo is reachable from other machines on {host}:{port}; anyone there can use it."
+        )
+    pipe = FaceMoGLEPipeline.from_pretrained(model)
+    app = build_app(pipe, load_evaluator("parser", parser_folder))
+    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True)

@@ -1,0 +1,135 @@
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import face_like_labels
+from PIL import Image
+
+from facemogle.demo import (
+    SOURCES,
+    DemoInputError,
+    choose_mask,
+    example_masks,
+    launch,
+    parse_photo,
+    read_painting,
+    read_upload,
+    run,
+)
+from facemogle.labels import PALETTE, MaskError, save_mask
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def test_example_masks_ship_and_load():
+    examples = example_masks()
+    assert examples
+    assert read_upload(examples[0]).dtype == np.uint8
+
+
+def test_upload_caps_and_errors(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (4100, 4100)).save(big)
+    with pytest.raises(DemoInputError, match="4096"):
+        read_upload(big)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(MaskError, match="not a readable image"):
+        read_upload(bad)
+    assert read_upload(None) is None
+
+
+def test_painting_and_source_choice():
+    assert read_painting({"composite": np.zeros((8, 8, 3), np.uint8)}) is None
+    canvas = PALETTE[face_like_labels(32)]
+    labels = read_painting({"background": None, "layers": [], "composite": canvas})
+    np.testing.assert_array_equal(labels, face_like_labels(32))
+    with pytest.raises(DemoInputError, match="No mask uploaded"):
+        choose_mask(SOURCES[0], None, None)
+    with pytest.raises(DemoInputError, match="canvas is empty"):
+        choose_mask(SOURCES[1], None, {"composite": np.zeros((8, 8, 3), np.uint8)})
+    assert choose_mask(SOURCES[2], labels, None) is None
+
+
+def test_run_generates_and_rejects_nothing_to_do(tiny_pipe):
+    labels = face_like_labels(48)[:, 4:44]  # non-square: centre-cropped
+    gallery, files, status = run(
+        tiny_pipe, SOURCES[0], labels, None, "a smiling woman", 2, 1.5, 2, 3, False, 2
+    )
+    assert len(gallery) == 3 and len(files) == 2 and "seed 3" in status
+    assert Image.open(files[0]).size == (32, 32)
+    with pytest.raises(DemoInputError, match="nothing to generate"):
+        run(tiny_pipe, SOURCES[2], None, None, "  ", 2, 1.5, 2, 0, False, 1)
+
+
+def test_parse_photo_gives_editable_mask():
+    from facemogle.evaluators.networks import EvaluatorConfig, FaceParser
+
+    parser = FaceParser(EvaluatorConfig("parser", 32)).eval()
+    labels = parse_photo(parser, Image.new("RGB", (60, 40), (200, 150, 120)))
+    assert labels.shape == (32, 32) and labels.max() < 19
+
+
+def test_remote_host_needs_flag():
+    with pytest.raises(ValueError, match="--allow-remote"):
+        launch(host="0.0.0.0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)"
+)
+def test_browser_end_to_end(tiny_pipe, tmp_path):
+    """Upload a mask, type a prompt, generate, check the result image; then a bad upload shows an error."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from facemogle.demo import build_app
+    from facemogle.evaluators.networks import EvaluatorConfig, FaceParser
+
+    app = build_app(tiny_pipe, FaceParser(EvaluatorConfig("parser", 32)).eval())
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    mask = tmp_path / "mask.png"
+    save_mask(face_like_labels(32), mask)
+    bad = tmp_path / "bad.png"
+    bad.write_text("this is not an image")
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=shutil.which("chromium"),
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            )  # fmt: skip
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            page.locator("#generate").wait_for(timeout=60000)
+            page.locator("#mask-upload input[type=file]").set_input_files(str(mask))
+            page.locator("#mask-preview img").wait_for(timeout=30000)
+            page.locator("#prompt textarea").fill("She has long wavy blond hair and is smiling.")
+            page.locator("#generate").click()
+            page.locator("#status").get_by_text("image(s) in").wait_for(timeout=60000)
+            sizes = page.locator("#results img").evaluate_all(
+                "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])"
+            )
+            assert len(sizes) >= 3 and all(size == [32, 32] for size in sizes[1:])
+            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+            page.reload(wait_until="load")  # a fresh upload box (a filled one hides its file input)
+            page.locator("#mask-upload input[type=file]").set_input_files(str(bad))
+            page.get_by_text("not a readable image").first.wait_for(timeout=30000)
+            # the app keeps serving after the error: text-only generation still works
+            page.get_by_label("No mask (text only)").check()
+            page.locator("#prompt textarea").fill("He is bald and is smiling.")
+            page.locator("#generate").click()
+            page.locator("#status").get_by_text("image(s) in").wait_for(timeout=60000)
+            browser.close()
+    finally:
+        app.close()
