@@ -170,7 +170,7 @@ def build_app(pipe, parser=None):
         seed,
         random_seed,
         count,
-        progress=gr.Progress(track_tqdm=True),
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio reads the progress tracker from the default
     ):
         return run(pipe, source, upload_labels, painted, prompt, tg, mg, steps, seed, random_seed, count)
 
@@ -194,7 +194,7 @@ def build_app(pipe, parser=None):
                     gr.HTML(legend_html())
                     painted = gr.ImageEditor(
                         value=blank_canvas(), type="numpy", image_mode="RGB", canvas_size=(CANVAS, CANVAS),
-                        brush=gr.Brush(colors=["#%02x%02x%02x" % tuple(c) for c in PALETTE.tolist()], color_mode="fixed", default_size=12),
+                        brush=gr.Brush(colors=[f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()], color_mode="fixed", default_size=12),
                         label="Paint with the class colours (see the legend)",
                     )  # fmt: skip
                 with gr.Tab("From a photo"):
