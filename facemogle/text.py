@@ -38,6 +38,9 @@ class TextEncoder(Protocol):
     def encode(self, prompts: list[str]) -> TextEmbedding: ...
 
 
+CACHE_SIZE = 4096  # encoded prompts kept in memory (training repeats captions across epochs)
+
+
 class TextEncoderError(RuntimeError):
     """A text encoder could not be loaded; the message says what to install or pass."""
 
@@ -72,11 +75,9 @@ class MiniLMTextEncoder:
     def encode(self, prompts: list[str]) -> TextEmbedding:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         if missing:
-            for prompt, embedding in zip(missing, self._encode(missing)):
-                if len(self._cache) < 4096:
-                    self._cache[prompt] = embedding
-                else:
-                    self._cache = {prompt: embedding}
+            if len(self._cache) + len(missing) > CACHE_SIZE:
+                self._cache.clear()
+            self._cache.update(zip(missing, self._encode(missing)))
         parts = [self._cache[p] for p in prompts]
         return TextEmbedding(
             torch.cat([p.tokens for p in parts]),

@@ -165,3 +165,15 @@ def test_mask_is_encoded_once_per_call(tiny_pipe):
     finally:
         del tiny_pipe.model.encode_condition
     assert len(calls) == 1
+
+
+def test_text_cache_overflow_keeps_the_current_batch(monkeypatch):
+    import facemogle.text as text
+
+    monkeypatch.setattr(text, "CACHE_SIZE", 3)
+    encoder = MiniLMTextEncoder(max_tokens=8)
+    prompts = [f"prompt number {i}" for i in range(5)]
+    first = encoder.encode(prompts)
+    again = encoder.encode(prompts[::-1] + ["one more"])
+    assert first.tokens.shape[0] == 5 and again.tokens.shape[0] == 6
+    torch.testing.assert_close(again.tokens[4], first.tokens[0])
