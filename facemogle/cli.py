@@ -154,6 +154,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .train import export_model
+
+    dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
+    step = export_model(args.run, args.out, dtype=dtype, ema=not args.raw)
+    print(f"{'raw' if args.raw else 'EMA'} weights of step {step} written to {args.out}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import launch
 
@@ -243,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
     ev.set_defaults(func=cmd_eval)
+    export = sub.add_parser(
+        "export", help="write a model folder from a run's latest checkpoint (EMA weights)"
+    )
+    export.add_argument("run", help="training run folder")
+    export.add_argument("--out", required=True)
+    export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    export.set_defaults(func=cmd_export)
     demo = sub.add_parser("demo", help="start the web demo (Gradio) on 127.0.0.1")
     demo.add_argument("--model", help="model folder (default: the shipped model)")
     demo.add_argument("--host", default="127.0.0.1")

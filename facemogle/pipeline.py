@@ -68,13 +68,19 @@ class FaceMoGLEPipeline:
         load_weights(model, folder / WEIGHTS_FILE)
         return cls(model)
 
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write config.json and model.safetensors, each atomically (temporary file, then rename)."""
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and model.safetensors, each atomically (temporary file, then rename).
+
+        dtype: store the weights in this dtype (bfloat16 halves the file; sampling runs under bfloat16
+        autocast anyway, and loading casts them back to the model's float32).
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        state = {
+            k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.model.state_dict().items()
+        }
         config = {"format": FORMAT, **self.config.to_dict()}
         atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path, metadata={"format": FORMAT}))
         atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(config, indent=2)))

@@ -212,6 +212,22 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def export_model(
+    run: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None, ema: bool = True
+) -> int:
+    """Write a model folder from a run's latest checkpoint (EMA weights by default), finished or not; returns its step."""
+    run = Path(run)
+    path = _latest_checkpoint(run)
+    if path is None:
+        raise RunFolderError(f"{run} has no checkpoint to export; is it a training run folder?")
+    config = TrainConfig(**json.loads((run / "train_config.json").read_text()))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = FaceMoGLEModel(config.model_config())
+    model.load_state_dict(state["ema"] if ema else state["model"])
+    FaceMoGLEPipeline(model, load_text_encoder(model.config)).save_pretrained(out, dtype=dtype)
+    return int(state["step"])
+
+
 class DataOrder:
     """Sample order: a fresh seeded permutation per epoch; batch k is positions k·B … (k+1)·B − 1 of the stream."""
 

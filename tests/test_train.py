@@ -125,3 +125,20 @@ def test_two_processes_match_one_process(data, tmp_path):
     train(config(data, tmp_path / "other", steps=3, warmup=1, batch_size=2))
     other = weights(tmp_path / "other")
     assert max((one[k] - other[k]).abs().max().item() for k in one) > 1e-3
+
+
+def test_export_from_unfinished_run(data, tmp_path, capsys):
+    cfg = config(data, tmp_path / "r", steps=6)
+    train(cfg, stop_at=2)
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
+    assert "EMA weights of step 2" in capsys.readouterr().out
+    exported = load_file(tmp_path / "m" / "model.safetensors")
+    assert all(v.dtype == torch.bfloat16 for v in exported.values())
+    ema = torch.load(tmp_path / "r" / "checkpoints" / "step_0000002.pt", weights_only=True)["ema"]
+    assert all(torch.equal(exported[k], ema[k].bfloat16()) for k in exported)
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    assert FaceMoGLEPipeline.from_pretrained(tmp_path / "m")(prompt="a man", num_inference_steps=2)[
+        0
+    ].size == (32, 32)
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2")]) == 2
