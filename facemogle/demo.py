@@ -159,20 +159,8 @@ def build_app(pipe, parser=None):
         canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
         return {"background": canvas, "layers": [], "composite": canvas}, SOURCES[1]
 
-    def on_generate(
-        source,
-        upload_labels,
-        painted,
-        prompt,
-        tg,
-        mg,
-        steps,
-        seed,
-        random_seed,
-        count,
-        progress=gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio reads the progress tracker from the default
-    ):
-        return run(pipe, source, upload_labels, painted, prompt, tg, mg, steps, seed, random_seed, count)
+    def on_generate(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio reads it from the default
+        return run(pipe, *inputs)
 
     with gr.Blocks(title="facemogle") as app:
         gr.Markdown("# facemogle — faces from a mask, a prompt, or both")
