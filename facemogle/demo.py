@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import tempfile
@@ -134,6 +135,7 @@ def build_app(pipe, parser=None):
     import gradio as gr
 
     def guarded(fn):
+        @functools.wraps(fn)  # Gradio reads the signature (its progress tracker) through the wrapper
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
