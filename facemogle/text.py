@@ -74,9 +74,10 @@ class MiniLMTextEncoder:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEmbedding:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
+        if missing and len(self._cache) + len(missing) > CACHE_SIZE:
+            self._cache.clear()
+            missing = list(dict.fromkeys(prompts))
         if missing:
-            if len(self._cache) + len(missing) > CACHE_SIZE:
-                self._cache.clear()
             self._cache.update(zip(missing, self._encode(missing)))
         parts = [self._cache[p] for p in prompts]
         return TextEmbedding(
