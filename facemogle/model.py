@@ -10,7 +10,7 @@ from torch import nn
 
 from .flow import ModalityDropout, noisy_sample, sample_time, velocity_target
 from .labels import NUM_CLASSES
-from .latents import encode_masks, patchify
+from .latents import encode_masks, patchify, unpatchify
 from .mogle import MoGLE, MoGLEConfig
 from .text import TextEmbedding
 from .transformer import AttentionOptions, ConditionedFlux, image_ids, text_ids
@@ -92,40 +92,57 @@ class MaskCondition:
         return MaskCondition(self.hidden.repeat(n, 1, 1, 1), self.global_tokens.repeat(n, 1, 1))
 
 
-class FaceMoGLEModel(nn.Module):
-    """Velocity prediction v(x_t, t | text, mask) for image tokens of a `resolution`² RGB image."""
+class Denoiser(nn.Module):
+    """Velocity prediction v(x_t, t | text, mask): MoGLE's condition tokens fed to a ConditionedFlux.
 
-    def __init__(self, config: FaceMoGLEConfig):
-        super().__init__()
-        from diffusers import FluxTransformer2DModel
+    Both scales share this; a subclass says how pixels and masks become tokens (patchify at the
+    compact scale, the VAE at full scale) and sets transformer, mogle, resolution, patch_size
+    (pixels per token side) and token_dim.
+    """
 
-        self.config = config
-        flux = FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=config.token_dim,
-            num_layers=config.num_layers,
-            num_single_layers=config.num_single_layers,
-            attention_head_dim=config.head_dim,
-            num_attention_heads=config.num_heads,
-            joint_attention_dim=config.text_dim,
-            pooled_projection_dim=config.pooled_dim,
-            guidance_embeds=False,
-            axes_dims_rope=config.rope_axes,
-        )
-        self.transformer = ConditionedFlux(flux)
-        self.mogle = MoGLE(config.mogle)
+    transformer: ConditionedFlux
+    mogle: MoGLE
+    resolution: int
+    patch_size: int
+    token_dim: int
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] → tokens [B, N, C]."""
+        raise NotImplementedError
+
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """tokens [B, N, C] → images [B, 3, H, W] in [-1, 1]."""
+        raise NotImplementedError
+
+    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
+        """Label maps [B, H, W] → the 20 condition maps' tokens [B, 20, N, C] (global first)."""
+        raise NotImplementedError
+
+    def guidance(self, batch: int, device) -> torch.Tensor | None:
+        """FLUX's embedded guidance, for transformers that have one."""
+        return None
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
-        p = self.config.patch_size
+        p = self.patch_size
         if height % p or width % p:
-            raise ValueError(
-                f"Height and width must be multiples of the patch size {p}, got {height}×{width}."
-            )
+            raise ValueError(f"Height and width must be multiples of {p} pixels, got {height}×{width}.")
         return height // p, width // p
 
-    def encode_condition(self, labels: torch.Tensor, local_keep: torch.Tensor | None = None) -> MaskCondition:
-        """Label maps [B, H, W] → MaskCondition; local_keep [B, 19] zeroes dropped local maps' tokens."""
-        tokens = encode_masks(labels, self.config.patch_size).to(self.mogle_dtype)  # [B, 20, N, C]
+    def token_shape(self, resolution: int) -> tuple[int, int]:
+        rows, cols = self.grid(resolution, resolution)
+        return rows * cols, self.token_dim
+
+    def encode_condition(
+        self,
+        labels: torch.Tensor | None = None,
+        local_keep: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+    ) -> MaskCondition:
+        """Label maps [B, H, W] (or their precomputed tokens [B, 20, N, C]) → MaskCondition, once per image.
+
+        local_keep [B, 19] zeroes the tokens of dropped local maps (training-time dropout).
+        """
+        tokens = (self.mask_tokens(labels) if tokens is None else tokens).to(self.mogle_dtype)
         if local_keep is not None:
             keep = torch.cat([torch.ones_like(local_keep[:, :1]), local_keep], dim=1)
             tokens = tokens * keep[:, :, None, None].to(tokens.dtype)
@@ -146,20 +163,18 @@ class FaceMoGLEModel(nn.Module):
         grid: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """noisy_tokens [B, N, C], t [B] → velocity [B, N, C]; MoGLE is re-run here since its gate sees x_t and t."""
-        rows, cols = grid or self.grid(self.config.resolution, self.config.resolution)
-        ids = image_ids(rows, cols, noisy_tokens.device)
+        rows, cols = grid or self.grid(self.resolution, self.resolution)
+        device = noisy_tokens.device
         condition_tokens = None
         if condition is not None:
-            condition_tokens = self.mogle.mix(condition.hidden, condition.global_tokens, noisy_tokens, t)
+            condition_tokens = self.mogle.mix(
+                condition.hidden, condition.global_tokens, noisy_tokens.to(self.mogle_dtype), t
+            ).to(noisy_tokens.dtype)
         return self.transformer(
-            noisy_tokens, t, text.tokens, text.pooled, ids, text_ids(text.tokens.shape[1], noisy_tokens.device),
+            noisy_tokens, t, text.tokens, text.pooled, image_ids(rows, cols, device), text_ids(text.tokens.shape[1], device),
             condition_tokens=condition_tokens, text_mask=text.mask, condition_present=condition_present,
-            attention=attention,
+            guidance=self.guidance(noisy_tokens.shape[0], device), attention=attention,
         )  # fmt: skip
-
-    def token_shape(self, resolution: int) -> tuple[int, int]:
-        rows, cols = self.grid(resolution, resolution)
-        return rows * cols, self.config.token_dim
 
     def loss(
         self,
@@ -168,16 +183,58 @@ class FaceMoGLEModel(nn.Module):
         text: TextEmbedding,
         null_text: TextEmbedding,
         randomness: StepRandomness,
+        condition_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Rectified-flow loss on a batch: images [B, 3, H, W] in [-1, 1], labels [B, H, W], encoded prompts."""
+        """Rectified-flow loss on a batch: images [B, 3, H, W] in [-1, 1], labels [B, H, W], encoded prompts.
+
+        condition_tokens: the masks' precomputed tokens [B, 20, N, C] (a condition cache), if any.
+        """
         r = randomness
-        x0 = patchify(images, self.config.patch_size)  # [B, N, C]
-        condition = self.encode_condition(labels, r.keep_local)
+        x0 = self.encode_images(images)  # [B, N, C]
+        condition = self.encode_condition(labels, r.keep_local, tokens=condition_tokens)
         prediction = self(
             noisy_sample(x0, r.noise, r.t), r.t, text.select(r.keep_text, null_text), condition, r.keep_mask,
             grid=self.grid(*images.shape[-2:]),
         )  # fmt: skip
         return F.mse_loss(prediction.float(), velocity_target(x0, r.noise).float())
+
+
+class FaceMoGLEModel(Denoiser):
+    """The compact scale: a `resolution`² RGB image is its own latent, patchified into tokens."""
+
+    def __init__(self, config: FaceMoGLEConfig):
+        super().__init__()
+        from diffusers import FluxTransformer2DModel
+
+        self.config = config
+        self.resolution, self.patch_size, self.token_dim = (
+            config.resolution,
+            config.patch_size,
+            config.token_dim,
+        )
+        flux = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=config.token_dim,
+            num_layers=config.num_layers,
+            num_single_layers=config.num_single_layers,
+            attention_head_dim=config.head_dim,
+            num_attention_heads=config.num_heads,
+            joint_attention_dim=config.text_dim,
+            pooled_projection_dim=config.pooled_dim,
+            guidance_embeds=False,
+            axes_dims_rope=config.rope_axes,
+        )
+        self.transformer = ConditionedFlux(flux)
+        self.mogle = MoGLE(config.mogle)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return patchify(images, self.patch_size)
+
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        return unpatchify(tokens, self.patch_size, height, width)
+
+    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
+        return encode_masks(labels, self.patch_size)
 
 
 @dataclass

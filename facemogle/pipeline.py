@@ -15,7 +15,7 @@ from PIL import Image
 
 from .flow import combine_guidance, guidance_branches, sample_ode, time_grid, time_shift
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
-from .latents import tensor_to_images, unpatchify
+from .latents import tensor_to_images
 from .model import FaceMoGLEConfig, FaceMoGLEModel, config_for_size
 from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder
 from .transformer import AttentionOptions
@@ -118,7 +118,7 @@ class FaceMoGLEPipeline:
         labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
         generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         rows, cols = self.model.grid(height, width)
-        noise = torch.randn(num_images, rows * cols, self.config.token_dim, generator=generator)
+        noise = torch.randn(num_images, rows * cols, self.model.token_dim, generator=generator)
         branches = guidance_branches(has_text, labels is not None, text_guidance, mask_guidance)
         velocity = self._guided_velocity(
             prompt if has_text else "", labels, branches, num_images, (text_guidance, mask_guidance),
@@ -131,8 +131,7 @@ class FaceMoGLEPipeline:
                 "ignore", message="Mismatch dtype between input and weight"
             )  # rms_norm, harmless
             tokens = sample_ode(velocity, noise, grid, sampler, progress=bar)
-        images = unpatchify(tokens.float(), self.config.patch_size, height, width)
-        return tensor_to_images(images)
+        return tensor_to_images(self.model.decode(tokens.float(), height, width))
 
     def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
         """The velocity function of the sampler: all guidance branches in one batched forward."""
@@ -154,7 +153,7 @@ class FaceMoGLEPipeline:
         return velocity
 
     def _check_size(self, height, width) -> tuple[int, int]:
-        height = height or self.config.resolution
+        height = height or self.model.resolution
         width = width or height
         self.model.grid(height, width)
         return height, width

@@ -99,7 +99,7 @@ def test_bad_inputs(tiny_pipe, mask_file):
         tiny_pipe(prompt=42)
     with pytest.raises(ValueError, match="≥ 1"):
         tiny_pipe(prompt="a", num_inference_steps=0)
-    with pytest.raises(ValueError, match="multiples of the patch size"):
+    with pytest.raises(ValueError, match="multiples of 4 pixels"):
         tiny_pipe(prompt="a", height=30)
     with pytest.raises(MaskError, match="fit='crop'"):
         tiny_pipe(mask=np.ones((20, 30), np.uint8), num_inference_steps=1)
