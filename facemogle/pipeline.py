@@ -16,13 +16,17 @@ from PIL import Image
 from .flow import combine_guidance, guidance_branches, sample_ode, time_grid, time_shift
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .latents import tensor_to_images
-from .model import FaceMoGLEConfig, FaceMoGLEModel, config_for_size
+from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
+from .mogle import MoGLEConfig
 from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder
 from .transformer import AttentionOptions
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "facemogle-compact"
+FLUX_FORMAT = "facemogle-flux"
+MOGLE_FILE = "mogle.safetensors"
+OFFICIAL_MOGLE_FILE = "global_local_mask_moe.pt"
 MAX_PROMPT_CHARS = 2000
 
 
@@ -46,7 +50,7 @@ def load_text_encoder(config: FaceMoGLEConfig) -> TextEncoder:
 class FaceMoGLEPipeline:
     """Mask-to-face, text-to-face and text+mask-to-face generation with one compact Face-MoGLE model."""
 
-    def __init__(self, model: FaceMoGLEModel, text_encoder: TextEncoder | None = None):
+    def __init__(self, model: Denoiser, text_encoder: TextEncoder | None = None):
         self.model = model.eval()
         self.config = model.config
         self.text_encoder = text_encoder or load_text_encoder(model.config)
@@ -61,28 +65,81 @@ class FaceMoGLEPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike | None = None) -> FaceMoGLEPipeline:
-        """Load a saved model folder (config.json + model.safetensors); None loads the shipped default."""
+        """Load a saved model folder (compact, or full scale with a FLUX folder); None loads the shipped default."""
         folder = Path(folder) if folder is not None else default_model_folder()
-        config = read_config(folder)
+        data = read_config(folder)
+        if data.pop("format") == FLUX_FORMAT:
+            return cls._from_flux_folder(folder, data)
+        config = _compact_config(data, folder / CONFIG_FILE)
         model = FaceMoGLEModel(config)
         load_weights(model, folder / WEIGHTS_FILE)
         return cls(model)
 
-    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
-        """Write config.json and model.safetensors, each atomically (temporary file, then rename).
+    @classmethod
+    def from_flux(
+        cls,
+        flux_folder: str | os.PathLike,
+        lora: str | os.PathLike | None = None,
+        mogle: str | os.PathLike | None = None,
+        gating_time_scale: float = 1.0,
+        guidance: float = 3.5,
+        resolution: int = 512,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> FaceMoGLEPipeline:
+        """The paper's model: a local FLUX.1-dev folder (diffusers layout) + LoRA file + MoGLE weights.
 
-        dtype: store the weights in this dtype (bfloat16 halves the file; sampling runs under bfloat16
-        autocast anyway, and loading casts them back to the model's float32).
+        gating_time_scale: 1 (default) feeds the gate t ∈ [0, 1], as the released checkpoint was trained;
+        1000 reproduces the authors' sampler, which fed it the scheduler's t × 1000.
+        """
+        from .flux import FluxMoGLEConfig, load_flux
+
+        config = FluxMoGLEConfig(
+            flux_folder=str(flux_folder), resolution=resolution, guidance=guidance,
+            mogle=MoGLEConfig(time_scale=gating_time_scale),
+        )  # fmt: skip
+        model, text = load_flux(flux_folder, lora, mogle, config, dtype, device)
+        return cls(model, text)
+
+    @classmethod
+    def _from_flux_folder(cls, folder: Path, data: dict) -> FaceMoGLEPipeline:
+        from .flux import LORA_FILE, FluxMoGLEConfig, load_flux
+
+        config = FluxMoGLEConfig(**data)
+        lora = folder / LORA_FILE if (folder / LORA_FILE).is_file() else None
+        model, text = load_flux(config.flux_folder, lora, folder / MOGLE_FILE, config)
+        return cls(model, text)
+
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write config.json and the weights, each atomically (temporary file, then rename).
+
+        Compact scale: model.safetensors. Full scale: the LoRA in the diffusers format, MoGLE as
+        safetensors and in the authors' released .pt layout; the FLUX folder is referenced, not copied.
+        dtype: store the compact weights in this dtype (bfloat16 halves the file; sampling runs under
+        bfloat16 autocast anyway, and loading casts them back to the model's float32).
         """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.model.state_dict().items()
-        }
-        config = {"format": FORMAT, **self.config.to_dict()}
-        atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path, metadata={"format": FORMAT}))
+        if isinstance(self.model, FaceMoGLEModel):
+            state = {
+                k: v.detach().to(dtype or v.dtype).contiguous().cpu()
+                for k, v in self.model.state_dict().items()
+            }
+            atomic_write(
+                folder / WEIGHTS_FILE, lambda path: save_file(state, path, metadata={"format": FORMAT})
+            )
+            config = {"format": FORMAT, **self.config.to_dict()}
+        else:
+            if any("lora_" in name for name, _ in self.model.named_parameters()):
+                self.model.save_lora(folder)
+            mogle = {k: v.detach().contiguous().cpu() for k, v in self.model.mogle.state_dict().items()}
+            atomic_write(folder / MOGLE_FILE, lambda path: save_file(mogle, path))
+            atomic_write(
+                folder / OFFICIAL_MOGLE_FILE, lambda path: torch.save(self.model.mogle.to_official(), path)
+            )
+            config = {"format": FLUX_FORMAT, **self.config.to_dict()}
         atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(config, indent=2)))
 
     # --- generation ---
@@ -218,7 +275,8 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def read_config(folder: Path) -> FaceMoGLEConfig:
+def read_config(folder: Path) -> dict:
+    """config.json of a model folder, with its "format" checked."""
     if not folder.exists():
         raise CheckpointError(
             f"Model folder {folder} does not exist. Pass a folder written by save_pretrained or `facemogle train`, "
@@ -233,10 +291,12 @@ def read_config(folder: Path) -> FaceMoGLEConfig:
         raise CheckpointError(
             f"{path} is not valid JSON ({error}); restore it from the model's source."
         ) from None
-    if data.pop("format", None) != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a {FORMAT} config (its 'format' field is missing or different)."
-        )
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, FLUX_FORMAT):
+        raise CheckpointError(f"{path} is not a facemogle config (its 'format' field is missing or unknown).")
+    return data
+
+
+def _compact_config(data: dict, path: Path) -> FaceMoGLEConfig:
     try:
         return FaceMoGLEConfig.from_dict(data)
     except (TypeError, ValueError) as error:

@@ -1,0 +1,257 @@
+"""The full scale: FLUX.1-dev (a local diffusers folder) + LoRA on condition tokens + MoGLE, as in the paper.
+
+Images and the 20 condition maps are encoded by the frozen FLUX VAE (latent mean, shift and scaling
+factors applied) and packed 2×2 into 64-dim tokens (1024 tokens at 512²). Text is FLUX's: T5 token
+states and the CLIP pooled embedding. The LoRA (rank 4, α 4, the paper's targets) acts on condition
+tokens only. Nothing is downloaded: every component comes from the folder the user passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .labels import split_mask
+from .model import Denoiser
+from .mogle import MoGLE, MoGLEConfig
+from .text import TextEmbedding
+from .transformer import ConditionedFlux
+
+# The paper's LoRA targets: x_embedder; double blocks' norm1.linear, attn.to_q/k/v, attn.to_out.0, ff.net.2;
+# single blocks' norm.linear, proj_mlp, proj_out, attn.to_q/k/v (peft matches a string as a full regex).
+PAPER_LORA_TARGETS = (
+    r"^(x_embedder"
+    r"|transformer_blocks\.\d+\.(norm1\.linear|attn\.to_q|attn\.to_k|attn\.to_v|attn\.to_out\.0|ff\.net\.2)"
+    r"|single_transformer_blocks\.\d+\.(norm\.linear|proj_mlp|proj_out|attn\.to_q|attn\.to_k|attn\.to_v))$"
+)
+LORA_FILE = "pytorch_lora_weights.safetensors"
+SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+
+
+class FluxFolderError(FileNotFoundError):
+    """A FLUX folder that cannot be loaded; the message names what is missing."""
+
+
+@dataclass
+class FluxMoGLEConfig:
+    """The full-scale model; saved as config.json beside the LoRA and MoGLE weights."""
+
+    flux_folder: str
+    resolution: int = 512
+    guidance: float = 3.5  # FLUX.1-dev's embedded guidance at sampling (the authors train with 1.0)
+    max_text_tokens: int = 512
+    lora_rank: int = 4
+    lora_alpha: int = 4
+    mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
+
+    def __post_init__(self):
+        if isinstance(self.mogle, dict):
+            self.mogle = MoGLEConfig(**self.mogle)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_flux_folder(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FluxFolderError(
+            f"FLUX folder {folder} does not exist. Pass a local copy of FLUX.1-dev in the diffusers layout "
+            f"(subfolders {', '.join(SUBFOLDERS)}); nothing is downloaded."
+        )
+    missing = [name for name in SUBFOLDERS if not (folder / name).is_dir()]
+    if missing:
+        raise FluxFolderError(f"{folder} is not a FLUX folder in the diffusers layout: missing {missing}.")
+    return folder
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """FLUX's 2×2 packing: [B, C, H, W] → [B, (H/2)·(W/2), 4C], features ordered (C, 2, 2)."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # [B, H/2, W/2, C, 2, 2]
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The inverse of pack: [B, rows·cols, 4C] → [B, C, 2·rows, 2·cols]."""
+    b, _, dim = tokens.shape
+    x = tokens.view(b, rows, cols, dim // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, rows, 2, cols, 2]
+    return x.reshape(b, dim // 4, rows * 2, cols * 2)
+
+
+class FluxTextEncoder:
+    """FLUX's text conditioning: T5 per-token states (padded to max_tokens, all attended, as FLUX does) and
+    the CLIP pooled embedding. The empty prompt is FLUX's empty-string encoding."""
+
+    def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2, max_tokens: int = 512):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder.eval().requires_grad_(False)
+        self.tokenizer_2, self.text_encoder_2 = tokenizer_2, text_encoder_2.eval().requires_grad_(False)
+        self.max_tokens = max_tokens
+        self.token_dim = text_encoder_2.config.d_model
+        self.pooled_dim = text_encoder.config.hidden_size
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> TextEmbedding:
+        device = self.text_encoder_2.device
+        t5 = self.tokenizer_2(
+            prompts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt"
+        )
+        tokens = self.text_encoder_2(t5.input_ids.to(device)).last_hidden_state  # [B, L, D]
+        clip_length = min(77, getattr(self.tokenizer, "model_max_length", 77))
+        clip = self.tokenizer(
+            prompts, padding="max_length", max_length=clip_length, truncation=True, return_tensors="pt"
+        )
+        pooled = self.text_encoder(clip.input_ids.to(device)).pooler_output  # [B, P]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
+        return TextEmbedding(tokens, mask, pooled)
+
+
+class FluxFaceMoGLE(Denoiser):
+    """FLUX transformer + LoRA (condition tokens only) + MoGLE, with VAE latents as tokens."""
+
+    def __init__(self, config: FluxMoGLEConfig, transformer, vae):
+        super().__init__()
+        self.config = config
+        self.transformer = ConditionedFlux(transformer, lora_on="condition")
+        self.vae = vae.eval().requires_grad_(False)
+        self.mogle = MoGLE(config.mogle)
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.resolution, self.patch_size = config.resolution, scale * 2
+        self.token_dim = vae.config.latent_channels * 4
+        if self.token_dim != config.mogle.token_dim:
+            raise ValueError(
+                f"MoGLE works on {config.mogle.token_dim}-dim tokens, the VAE packs {self.token_dim}."
+            )
+        self._condition_cache: dict[str, torch.Tensor] = {}
+
+    # --- pixels and masks to tokens ---
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
+        latents = (latents - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
+        return pack(latents).float()
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        rows, cols = self.grid(height, width)
+        latents = unpack(tokens, rows, cols).to(self.vae.dtype)
+        latents = latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
+        return self.vae.decode(latents).sample.float()
+
+    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
+        """All 20 maps of all masks in one VAE call, each mask encoded once (an in-memory cache by content)."""
+        keys = [
+            hashlib.sha1(m.cpu().numpy().astype("uint8").tobytes() + bytes(m.shape)).hexdigest()
+            for m in labels
+        ]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # first index of each distinct mask
+        new = [i for key, i in first.items() if key not in self._condition_cache]
+        if new:
+            maps = split_mask(labels[new]) * 2 - 1  # [b, 20, 3, H, W] in [-1, 1]
+            b = maps.shape[0]
+            tokens = self.encode_images(maps.flatten(0, 1))  # [b·20, N, C]
+            for i, encoded in zip(new, tokens.view(b, 20, *tokens.shape[1:])):
+                if len(self._condition_cache) > 256:
+                    self._condition_cache.clear()
+                self._condition_cache[keys[i]] = encoded
+        return torch.stack([self._condition_cache[key] for key in keys])
+
+    def guidance(self, batch: int, device) -> torch.Tensor | None:
+        if not self.transformer.flux.config.guidance_embeds:
+            return None
+        return torch.full((batch,), self.config.guidance, device=device)
+
+    # --- LoRA ---
+
+    def add_lora(self, init: str = "gaussian") -> None:
+        """Add the paper's LoRA (rank, α from the config) to the transformer's target layers."""
+        from peft import LoraConfig
+
+        lora = LoraConfig(
+            r=self.config.lora_rank, lora_alpha=self.config.lora_alpha, init_lora_weights=init,
+            target_modules=PAPER_LORA_TARGETS,
+        )  # fmt: skip
+        self.transformer.flux.add_adapter(lora)
+
+    def save_lora(self, folder: str | os.PathLike) -> Path:
+        """Save the LoRA in the diffusers LoRA format (pytorch_lora_weights.safetensors, `transformer.` keys)."""
+        from diffusers import FluxPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(self.transformer.flux)
+        FluxPipeline.save_lora_weights(folder, transformer_lora_layers=state)
+        return Path(folder) / LORA_FILE
+
+    def load_lora(self, path: str | os.PathLike) -> None:
+        """Load a diffusers-format LoRA file (such as the authors' released one) into the transformer."""
+        path = Path(path)
+        if not path.is_file():
+            raise FluxFolderError(
+                f"LoRA file {path} does not exist; pass the path of pytorch_lora_weights.safetensors."
+            )
+        self.transformer.flux.load_lora_adapter(str(path), prefix="transformer", adapter_name="default")
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """LoRA and MoGLE; everything else stays frozen."""
+        return [p for n, p in self.named_parameters() if "lora_" in n or n.startswith("mogle.")]
+
+
+def load_flux(
+    flux_folder: str | os.PathLike,
+    lora: str | os.PathLike | None = None,
+    mogle: str | os.PathLike | None = None,
+    config: FluxMoGLEConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+):
+    """FLUX components from a local folder + LoRA + MoGLE (released .pt or native safetensors).
+
+    Returns (FluxFaceMoGLE, FluxTextEncoder).
+    """
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+    folder = check_flux_folder(flux_folder)
+    config = config or FluxMoGLEConfig(flux_folder=str(folder))
+    transformer = FluxTransformer2DModel.from_pretrained(
+        folder / "transformer", torch_dtype=dtype, local_files_only=True
+    )
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, local_files_only=True)
+    text = FluxTextEncoder(
+        AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+        CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype, local_files_only=True).to(
+            device
+        ),
+        AutoTokenizer.from_pretrained(folder / "tokenizer_2", local_files_only=True),
+        T5EncoderModel.from_pretrained(
+            folder / "text_encoder_2", torch_dtype=dtype, local_files_only=True
+        ).to(device),
+        max_tokens=config.max_text_tokens,
+    )
+    model = FluxFaceMoGLE(config, transformer, vae).to(device)
+    if lora is not None:
+        model.load_lora(lora)
+    if mogle is not None:
+        model.mogle = load_mogle(mogle, config).to(device)
+    return model, text
+
+
+def load_mogle(path: str | os.PathLike, config: FluxMoGLEConfig) -> MoGLE:
+    """MoGLE weights: the authors' released .pt layout, or facemogle's safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FluxFolderError(
+            f"MoGLE file {path} does not exist; pass global_local_mask_moe.pt or mogle.safetensors."
+        )
+    if path.suffix == ".pt":
+        return MoGLE.from_official(path, time_scale=config.mogle.time_scale)
+    from safetensors.torch import load_file
+
+    module = MoGLE(config.mogle)
+    module.load_state_dict(load_file(path))
+    return module

@@ -1,0 +1,187 @@
+"""The full scale on a tiny FLUX stack built in the test, saved in the diffusers layout, loaded like FLUX.1-dev."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import face_like_labels
+
+pytest.importorskip("peft")
+
+
+def _tokenizer(folder):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "[PAD] [UNK] [EOS] a an the she he woman man has is wearing hair blond black smiling lipstick eyeglasses".split()
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
+    )
+    tokenizer.model_max_length = 77
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def flux_folder(tmp_path_factory):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    root = tmp_path_factory.mktemp("flux")
+    torch.manual_seed(0)
+    FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+    ).save_pretrained(root / "transformer")  # fmt: skip
+    AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False,
+    ).save_pretrained(root / "vae")  # fmt: skip
+    CLIPTextModel(CLIPTextConfig(vocab_size=32, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=77)).save_pretrained(root / "text_encoder")  # fmt: skip
+    T5EncoderModel(
+        T5Config(vocab_size=32, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
+    ).save_pretrained(root / "text_encoder_2")
+    _tokenizer(root / "tokenizer")
+    _tokenizer(root / "tokenizer_2")
+    FlowMatchEulerDiscreteScheduler().save_pretrained(root / "scheduler")
+    return root
+
+
+@pytest.fixture
+def flux_pipe(flux_folder):
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    torch.manual_seed(1)
+    return FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
+
+
+def _randomise_lora(model):
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.3)
+
+
+def test_missing_folders_get_clear_errors(tmp_path, flux_folder):
+    from facemogle.flux import FluxFolderError
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    with pytest.raises(FluxFolderError, match="nothing is downloaded"):
+        FaceMoGLEPipeline.from_flux(tmp_path / "nope")
+    (tmp_path / "partial" / "vae").mkdir(parents=True)
+    with pytest.raises(FluxFolderError, match="missing"):
+        FaceMoGLEPipeline.from_flux(tmp_path / "partial")
+    with pytest.raises(FluxFolderError, match="LoRA file"):
+        FaceMoGLEPipeline.from_flux(flux_folder, lora=tmp_path / "none.safetensors", resolution=64)
+
+
+@pytest.mark.parametrize("mode", ["mask", "text", "both"])
+def test_generates_in_all_modes(flux_pipe, mode):
+    prompt = "she has blond hair" if mode != "mask" else None
+    mask = face_like_labels(64) if mode != "text" else None
+    images = flux_pipe(prompt=prompt, mask=mask, num_inference_steps=2, num_images=1, autocast=False)
+    assert images[0].size == (64, 64)
+
+
+def test_pack_round_trip_and_vae_encodes_all_maps_once(flux_pipe):
+    from facemogle.flux import pack, unpack
+
+    latents = torch.randn(2, 16, 8, 6)
+    assert torch.equal(unpack(pack(latents), 4, 3), latents)
+    model = flux_pipe.model
+    calls = []
+    original = model.vae.encode
+
+    def counting(x):
+        calls.append(x.shape[0])
+        return original(x)
+
+    model.vae.encode = counting
+    try:
+        labels = torch.as_tensor(np.stack([face_like_labels(64)] * 2)).long()
+        tokens = model.mask_tokens(labels)
+        assert tokens.shape == (2, 20, 16, 64)
+        assert calls == [20]  # one VAE call for the 20 maps of the one distinct mask
+        model.mask_tokens(labels)
+        assert calls == [20]  # cached
+    finally:
+        del model.vae.encode
+
+
+def test_lora_targets_condition_only_and_diffusers_round_trip(flux_pipe, tmp_path):
+    from facemogle.flux import PAPER_LORA_TARGETS
+
+    model = flux_pipe.model
+    flux = model.transformer.flux
+    x = torch.randn(1, 16, 64)
+    t = torch.tensor([0.5])
+    text = flux_pipe.text_encoder.encode(["she is smiling"])
+    with torch.no_grad():
+        base = model(x, t, text)
+    model.add_lora()
+    _randomise_lora(model)
+    adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in flux.named_parameters() if ".lora_A." in n}
+    expected = {n for n, _ in flux.named_modules() if re.fullmatch(PAPER_LORA_TARGETS, n)}
+    assert adapted == expected and "x_embedder" in adapted and "transformer_blocks.0.ff.net.2" in adapted
+    assert not any("add_q_proj" in n or "ff_context" in n or "proj_out" == n for n in adapted)
+    labels = torch.as_tensor(face_like_labels(64))[None].long()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, text), base, atol=1e-5, rtol=1e-5)  # no condition: LoRA idle
+        conditioned = model(x, t, text, model.encode_condition(labels))
+    path = model.save_lora(tmp_path)
+    from safetensors.torch import load_file
+
+    assert all(k.startswith("transformer.") for k in load_file(path))
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    fresh = FaceMoGLEPipeline.from_flux(flux_pipe.config.flux_folder, lora=path, resolution=64)
+    fresh.model.mogle.load_state_dict(model.mogle.state_dict())
+    with torch.no_grad():
+        again = fresh.model(x, t, text, fresh.model.encode_condition(labels))
+    torch.testing.assert_close(again, conditioned, atol=1e-5, rtol=1e-5)
+
+
+def test_save_and_load_pretrained_with_released_mogle_layout(flux_pipe, tmp_path):
+    from facemogle.mogle import MoGLE
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    flux_pipe.model.add_lora()
+    _randomise_lora(flux_pipe.model)
+    flux_pipe.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "pytorch_lora_weights.safetensors").is_file()
+    official = torch.load(tmp_path / "saved" / "global_local_mask_moe.pt", weights_only=True)
+    assert "gating.timestep_embedding.linear_1.weight" in official
+    assert torch.equal(MoGLE.from_official(official).w1, flux_pipe.model.mogle.w1)
+    loaded = FaceMoGLEPipeline.from_pretrained(tmp_path / "saved")
+    kwargs = dict(prompt="a woman", mask=face_like_labels(64), num_inference_steps=2, seed=3, autocast=False)
+    np.testing.assert_array_equal(np.asarray(loaded(**kwargs)[0]), np.asarray(flux_pipe(**kwargs)[0]))
+    via_pt = FaceMoGLEPipeline.from_flux(flux_pipe.config.flux_folder, lora=tmp_path / "saved" / "pytorch_lora_weights.safetensors",
+                                         mogle=tmp_path / "saved" / "global_local_mask_moe.pt", resolution=64)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(via_pt(**kwargs)[0]), np.asarray(flux_pipe(**kwargs)[0]))
+
+
+def test_training_step_changes_only_lora_and_mogle(flux_pipe):
+    from facemogle.model import StepRandomness
+
+    model = flux_pipe.model
+    model.add_lora()
+    trainable = model.trainable_parameters()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in trainable:
+        param.requires_grad_(True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    labels = torch.as_tensor(np.stack([face_like_labels(64)] * 2)).long()
+    text = flux_pipe.text_encoder.encode(["she has blond hair", "he is smiling"])
+    null = flux_pipe.text_encoder.encode([""])
+    loss = model.loss(images, labels, text, null, StepRandomness.draw(0, 0, 2, model.token_shape(64)))
+    loss.backward()
+    optimizer.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n or n.startswith("mogle.") for n in changed)
+    assert any("lora_" in n for n in changed) and any(n.startswith("mogle.") for n in changed)
