@@ -10,22 +10,12 @@ from PIL import Image
 
 from . import __version__
 from .data.folders import DatasetError
+from .images import image_grid
 from .labels import CLASSES, PALETTE, MaskError
 
 
 class UsageError(Exception):
     """A command-line mistake; printed as one line."""
-
-
-def image_grid(rows: list[list[Image.Image]], pad: int = 2) -> Image.Image:
-    """Paste rows of equally sized images into one picture."""
-    w, h = rows[0][0].size
-    cols = max(len(r) for r in rows)
-    sheet = Image.new("RGB", (cols * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
-    for y, row in enumerate(rows):
-        for x, image in enumerate(row):
-            sheet.paste(image.convert("RGB").resize((w, h)), (pad + x * (w + pad), pad + y * (h + pad)))
-    return sheet
 
 
 def cmd_version(args: argparse.Namespace) -> None:

@@ -235,7 +235,7 @@ def parse_photo(parser, photo: Image.Image) -> np.ndarray:
     """A face photo → label map at the parser's resolution (the photo is centre-cropped to a square)."""
     import torch
 
-    from .latents import images_to_tensor
+    from .images import images_to_tensor
 
     side = min(photo.size)
     left, top = (photo.width - side) // 2, (photo.height - side) // 2

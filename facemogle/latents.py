@@ -7,9 +7,7 @@ scaled to [-1, 1] and patchified, so condition and image tokens share one token 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from PIL import Image
 
 from .labels import split_mask
 
@@ -36,15 +34,3 @@ def unpatchify(tokens: torch.Tensor, patch: int, height: int, width: int) -> tor
 def encode_masks(labels: torch.Tensor, patch: int) -> torch.Tensor:
     """Label maps [B, H, W] → condition tokens [B, 20, N, 3·p²] in [-1, 1] (global map first)."""
     return patchify(split_mask(labels) * 2 - 1, patch)
-
-
-def images_to_tensor(images: list[Image.Image], size: int) -> torch.Tensor:
-    """PIL images → [B, 3, size, size] in [-1, 1] (bicubic resize where needed)."""
-    arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images]
-    return torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
-    """[B, 3, H, W] in [-1, 1] → PIL images."""
-    array = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in array]

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from .flow import combine_guidance, guidance_branches, sample_ode, time_grid, time_shift
+from .images import tensor_to_images
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
-from .latents import tensor_to_images
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
 from .mogle import MoGLEConfig
 from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder

@@ -419,7 +419,7 @@ SAMPLE_PROMPTS = (
 
 def sample_grid(pipe: FaceMoGLEPipeline, dataset, count: int = 4, steps: int = 20) -> Image.Image:
     """Rows of: coloured mask | mask only | text only | text + mask, for fixed masks and prompts."""
-    from .cli import image_grid
+    from .images import image_grid
     from .labels import colorize
 
     rows = []
@@ -436,9 +436,11 @@ def sample_grid(pipe: FaceMoGLEPipeline, dataset, count: int = 4, steps: int = 2
 def loss_curve(log_path: Path, size: tuple[int, int] = (640, 360)) -> Image.Image:
     """A plot of the training loss (raw and smoothed) against steps from log.csv."""
     with log_path.open() as f:
-        rows = list(csv.DictReader(f))
-    steps = np.array([float(r["step"]) for r in rows])
-    losses = np.array([float(r["loss"]) for r in rows])
+        latest = {
+            int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)
+        }  # a resumed run logs some steps again
+    steps = np.array(sorted(latest), dtype=float)
+    losses = np.array([latest[int(s)] for s in steps])
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = 60, 20, size[0] - 20, size[1] - 40

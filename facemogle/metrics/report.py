@@ -23,8 +23,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.synthface import parse_caption
+from ..images import image_grid, images_to_tensor
 from ..labels import colorize
-from ..latents import images_to_tensor
 from .attributes import attribute_accuracy
 from .fid import frechet_distance, kernel_distance
 from .mask import mask_scores
@@ -170,8 +170,6 @@ def _find_image(folder: Path, stem: str) -> Path:
 
 def sample_sheet(items: list[EvalItem], generated: dict[str, list[Image.Image]]) -> Image.Image:
     """Rows: mask | generated image per mode | real image."""
-    from ..cli import image_grid
-
     rows = []
     for k, item in enumerate(items):
         rows.append([colorize(item.labels)] + [generated[m][k] for m in generated] + [item.real])
