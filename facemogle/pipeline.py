@@ -142,6 +142,10 @@ class FaceMoGLEPipeline:
             config = {"format": FLUX_FORMAT, **self.config.to_dict()}
         atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(config, indent=2)))
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     # --- generation ---
 
     @torch.no_grad()
@@ -167,7 +171,7 @@ class FaceMoGLEPipeline:
         mask: a label map or colour mask in any form `load_mask` reads; another size is resized
         (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
         text_guidance / mask_guidance: separate classifier-free guidance scales (1 = no guidance).
-        autocast: bfloat16 autocast on CPU (faster, see benchmarks/bench_transformer.py).
+        autocast: bfloat16 autocast on the model's device (on CPU faster, see benchmarks/bench_transformer.py).
         """
         self._check_inputs(prompt, mask, num_inference_steps, num_images)
         height, width = self._check_size(height, width)
@@ -175,15 +179,16 @@ class FaceMoGLEPipeline:
         labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
         generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
         rows, cols = self.model.grid(height, width)
-        noise = torch.randn(num_images, rows * cols, self.model.token_dim, generator=generator)
+        device = self.device
+        noise = torch.randn(num_images, rows * cols, self.model.token_dim, generator=generator).to(device)
         branches = guidance_branches(has_text, labels is not None, text_guidance, mask_guidance)
         velocity = self._guided_velocity(
             prompt if has_text else "", labels, branches, num_images, (text_guidance, mask_guidance),
             AttentionOptions(condition_strength=condition_strength), (rows, cols),
         )  # fmt: skip
-        grid = time_grid(num_inference_steps, time_shift(rows * cols))
+        grid = time_grid(num_inference_steps, time_shift(rows * cols)).to(device)
         bar = _progress_bar(num_inference_steps) if progress else None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message="Mismatch dtype between input and weight"
             )  # rms_norm, harmless
@@ -197,9 +202,13 @@ class FaceMoGLEPipeline:
         text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)
         condition = present = None
         if has_mask:
-            one = self.model.encode_condition(torch.from_numpy(np.array(labels, dtype=np.int64))[None])
+            one = self.model.encode_condition(
+                torch.from_numpy(np.array(labels, dtype=np.int64))[None].to(self.device)
+            )
             condition = one.repeat(num_images * len(branches))
-            present = torch.tensor([use_mask for _, use_mask in branches]).repeat_interleave(num_images)
+            present = torch.tensor(
+                [use_mask for _, use_mask in branches], device=self.device
+            ).repeat_interleave(num_images)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             k = len(branches)
