@@ -178,7 +178,7 @@ def build_app(pipe, parser=None):
                     )
                     preview = gr.Image(label="Mask", interactive=False, elem_id="mask-preview")
                     example = gr.Dropdown(
-                        [p.name for p in example_masks()], label="Start from an example mask"
+                        [p.name for p in example_masks()], value=None, label="Start from an example mask"
                     )
                 with gr.Tab("Paint"):
                     gr.HTML(legend_html())

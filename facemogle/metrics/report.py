@@ -146,7 +146,7 @@ def evaluate(
     train_items = load_items(data, "train", len(items), resolution)
     reference = reference_scores(items, train_items, parser, classifier)
     report = {"data": str(data), "split": split, "n": len(items), "steps": steps, "seed": seed,
-              "model": str(model) if pipe else None, "images": str(images) if images else None,
+              "model": (str(model) if model else "the shipped default model") if pipe else None, "images": str(images) if images else None,
               "reference": {k: v for k, v in reference.items() if k != "test_features"}, "modes": {}}  # fmt: skip
     generated = {}
     for mode in modes:
