@@ -258,12 +258,7 @@ def _row(text: TextEmbedding, i: int) -> TextEmbedding:
 
 def _stack_texts(rows: list[TextEmbedding], num_images: int) -> TextEmbedding:
     """One row per branch, each repeated num_images times: [branches × num_images, ...]."""
-    parts = [row.repeat(num_images) for row in rows]
-    return TextEmbedding(
-        torch.cat([p.tokens for p in parts]),
-        torch.cat([p.mask for p in parts]),
-        torch.cat([p.pooled for p in parts]),
-    )
+    return TextEmbedding.cat([row.repeat(num_images) for row in rows])
 
 
 def _progress_bar(total: int):

@@ -24,6 +24,15 @@ class TextEmbedding:
             torch.where(k[..., 0], self.pooled, null.pooled.expand_as(self.pooled)),
         )
 
+    @staticmethod
+    def cat(parts: list[TextEmbedding]) -> TextEmbedding:
+        """Stack embeddings along the batch axis."""
+        return TextEmbedding(
+            torch.cat([p.tokens for p in parts]),
+            torch.cat([p.mask for p in parts]),
+            torch.cat([p.pooled for p in parts]),
+        )
+
     def repeat(self, n: int) -> TextEmbedding:
         return TextEmbedding(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1))
 
@@ -79,12 +88,7 @@ class MiniLMTextEncoder:
             missing = list(dict.fromkeys(prompts))
         if missing:
             self._cache.update(zip(missing, self._encode(missing)))
-        parts = [self._cache[p] for p in prompts]
-        return TextEmbedding(
-            torch.cat([p.tokens for p in parts]),
-            torch.cat([p.mask for p in parts]),
-            torch.cat([p.pooled for p in parts]),
-        )
+        return TextEmbedding.cat([self._cache[p] for p in prompts])
 
     def _encode(self, prompts: list[str]) -> list[TextEmbedding]:
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]

@@ -45,7 +45,9 @@ def build_condition_cache(
     folder.mkdir(parents=True, exist_ok=True)
     items: dict[str, dict] = {}
     stems = dataset.stems
-    for shard, start in enumerate(tqdm(range(0, len(stems), shard_size), desc="caching conditions", unit="shard")):
+    for shard, start in enumerate(
+        tqdm(range(0, len(stems), shard_size), desc="caching conditions", unit="shard")
+    ):
         tensors = {}
         for batch_start in range(start, min(start + shard_size, len(stems)), batch_size):
             indices = range(batch_start, min(batch_start + batch_size, start + shard_size, len(stems)))
@@ -68,7 +70,9 @@ class ConditionCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         if not (self.folder / MANIFEST).is_file():
-            raise CacheMismatchError(f"{self.folder} has no {MANIFEST}; build the cache with build_condition_cache.")
+            raise CacheMismatchError(
+                f"{self.folder} has no {MANIFEST}; build the cache with build_condition_cache."
+            )
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         self._shards: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -76,7 +80,9 @@ class ConditionCache:
         """Raise CacheMismatchError unless every item of `dataset` is cached from the same mask file."""
         problems = []
         if self.manifest["resolution"] != dataset.resolution:
-            problems.append(f"resolution {self.manifest['resolution']} ≠ dataset resolution {dataset.resolution}")
+            problems.append(
+                f"resolution {self.manifest['resolution']} ≠ dataset resolution {dataset.resolution}"
+            )
         if encoder is not None and self.manifest["encoder"] != encoder:
             problems.append(f"encoder {self.manifest['encoder']!r} ≠ {encoder!r}")
         items = self.manifest["items"]

@@ -208,7 +208,10 @@ def assign_splits(stems: list[str], root: Path, seed: int = 0, test_fraction: fl
     if _is_celeba(stems):
         return {s: "test" if int(s) >= CELEBA_TEST_START else "train" for s in stems}
     threshold = test_fraction * 0xFFFFFFFF
-    return {s: "test" if int(hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()[:8], 16) < threshold else "train" for s in stems}
+    return {
+        s: "test" if int(hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()[:8], 16) < threshold else "train"
+        for s in stems
+    }
 
 
 def _split_file(root: Path) -> dict | None:

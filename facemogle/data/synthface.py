@@ -202,7 +202,11 @@ def _background(c: _Canvas, rng, axis) -> None:
     a, b = rng.uniform(40, 230, 3), rng.uniform(40, 230, 3)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None] + 1.5) / 3  # [S, S] in (0, 1)
-    blobs = np.asarray(Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32)).resize((c.size, c.size), Image.BILINEAR))
+    blobs = np.asarray(
+        Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32)).resize(
+            (c.size, c.size), Image.BILINEAR
+        )
+    )
     ramp = np.clip(ramp + 0.15 * blobs, 0, 1)
     c.rgb[:] = a * (1 - ramp[..., None]) + b * ramp[..., None]
 
@@ -311,7 +315,9 @@ def _mouth(c: _Canvas, rng, attrs, g: _Geometry, skin) -> None:
     curve = {"closed": 0.0, "smiling": 0.03, "open": 0.035}[attrs.mouth]
     center = g.mouth_y - curve * s**2
     gap = (0.028 * w) if attrs.mouth == "open" else 0.0
-    lips = np.asarray(LIPSTICK_COLORS[rng.choice(list(LIPSTICK_COLORS))] if attrs.lipstick else skin * [0.8, 0.55, 0.55])
+    lips = np.asarray(
+        LIPSTICK_COLORS[rng.choice(list(LIPSTICK_COLORS))] if attrs.lipstick else skin * [0.8, 0.55, 0.55]
+    )
     upper = inside & (c.v > center - gap / 2 - 0.032 * w) & (c.v <= center - gap / 2)
     lower = inside & (c.v > center + gap / 2) & (c.v < center + gap / 2 + 0.04 * w)
     c.paint(upper, 11, lips * 0.9)
@@ -333,7 +339,9 @@ def _hair_cap(c: _Canvas, rng, attrs, g: _Geometry) -> None:
     temple = c.v < (0.02 if attrs.hair_length == "long" else -0.08)
     below_line = c.v > hairline
     face_region = (c.u / g.face_w) ** 2 + (c.v / g.face_h) ** 2 < 1
-    cap = outer & temple & ~(face_region & below_line) & ~((c.labels == 8) | (c.labels == 9) | (c.labels == 15))
+    cap = (
+        outer & temple & ~(face_region & below_line) & ~((c.labels == 8) | (c.labels == 9) | (c.labels == 15))
+    )
     c.paint(cap, 13, _hair_texture(c, rng, attrs))
 
 
@@ -372,7 +380,9 @@ def captions(attrs: FaceAttributes, rng: np.random.Generator, count: int = 5) ->
 def _caption(a: FaceAttributes, rng) -> str:
     she = a.gender == "female"
     pronoun = "She" if she else "He"
-    subject = str(rng.choice([pronoun, f"This {'woman' if she else 'man'}", f"The {'woman' if she else 'man'}"]))
+    subject = str(
+        rng.choice([pronoun, f"This {'woman' if she else 'man'}", f"The {'woman' if she else 'man'}"])
+    )
     has, wears, states = [], [], []
     if a.hair_length == "bald":
         states.append("bald")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.synthface import parse_caption
 from ..images import image_grid, images_to_tensor
-from ..labels import colorize
+from ..labels import colorize, resize_labels
 from .attributes import attribute_accuracy
 from .fid import frechet_distance, kernel_distance
 from .mask import mask_scores
@@ -79,7 +79,9 @@ def score(
     result: dict = {"n": len(images)}
     if mode in ("mask", "both"):
         predicted = torch.cat([parser.parse(chunk) for chunk in batch.split(64)]).numpy()
-        result["mask"] = mask_scores(predicted, np.stack([_resize(i.labels, resolution) for i in items]))
+        result["mask"] = mask_scores(
+            predicted, np.stack([resize_labels(i.labels, resolution) for i in items])
+        )
     if mode in ("text", "both"):
         predictions = [p for chunk in batch.split(64) for p in classifier.predict(chunk)]
         result["text"] = attribute_accuracy(predictions, [parse_caption(i.prompt) for i in items])
@@ -101,7 +103,7 @@ def reference_scores(items: list[EvalItem], train_items: list[EvalItem], parser,
     train_features = _features(classifier, images_to_tensor([i.real for i in train_items], resolution))
     return {
         "test_features": test_features,
-        "mask": mask_scores(predicted, np.stack([_resize(i.labels, resolution) for i in items])),
+        "mask": mask_scores(predicted, np.stack([resize_labels(i.labels, resolution) for i in items])),
         "text": attribute_accuracy(predictions, [parse_caption(i.prompt) for i in items]),
         "frechet": frechet_distance(train_features, test_features),
         "kid": kernel_distance(train_features, test_features, subset_size=min(1000, len(items)))[0],
@@ -111,12 +113,6 @@ def reference_scores(items: list[EvalItem], train_items: list[EvalItem], parser,
 def _features(classifier, images: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return torch.cat([classifier.features(chunk) for chunk in images.split(64)]).double().numpy()
-
-
-def _resize(labels: np.ndarray, size: int) -> np.ndarray:
-    from ..labels import resize_labels
-
-    return resize_labels(labels, size)
 
 
 def evaluate(
