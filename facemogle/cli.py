@@ -134,12 +134,15 @@ def cmd_train_evaluators(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .metrics.report import evaluate
+    from .metrics.report import PaperModels, evaluate
 
     if args.model and args.images:
         raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
+    paper = PaperModels(inception=args.inception, clip=args.clip, cmmd_clip=args.cmmd_clip, dino=args.dino,
+                        imagereward=args.imagereward)  # fmt: skip
     report = evaluate(args.data, args.out, model=args.model, images=args.images, modes=tuple(args.mode), split=args.split,
-                      n=args.n, steps=args.steps, seed=args.seed, evaluators=args.evaluators)  # fmt: skip
+                      n=args.n, steps=args.steps, seed=args.seed, evaluators=args.evaluators, paper=paper,
+                      text_guidance=args.text_guidance, mask_guidance=args.mask_guidance)  # fmt: skip
     print((Path(args.out) / "report.md").read_text())
     print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
 
@@ -242,6 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
+    ev.add_argument("--text-guidance", type=float, default=2.0)
+    ev.add_argument("--mask-guidance", type=float, default=1.5)
+    paper = ev.add_argument_group(
+        "the paper's metrics (skipped, with the reason in the report, when not given)"
+    )
+    paper.add_argument(
+        "--inception",
+        metavar="FILE",
+        help="FID Inception-v3 weights (weights-inception-2015-12-05-6726825d.pth)",
+    )
+    paper.add_argument("--clip", metavar="FOLDER", help="CLIP model folder for the CLIP score (and CMMD)")
+    paper.add_argument("--cmmd-clip", metavar="FOLDER", help="CLIP model folder for CMMD (default: --clip)")
+    paper.add_argument("--dino", metavar="FOLDER", help="DINO ViT folder for the structure distance")
+    paper.add_argument(
+        "--imagereward", metavar="FOLDER", help="folder with ImageReward.pt and med_config.json"
+    )
     ev.set_defaults(func=cmd_eval)
     export = sub.add_parser(
         "export", help="write a model folder from a run's latest checkpoint (EMA weights)"

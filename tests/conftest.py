@@ -4,6 +4,21 @@ import pytest
 from facemogle.labels import save_mask
 
 
+def word_tokenizer(folder):
+    """A word-level tokenizer built offline and saved in the transformers layout."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "[PAD] [UNK] [EOS] a an the she he woman man has is wearing hair blond black smiling lipstick eyeglasses".split()
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
+    )
+    tokenizer.model_max_length = 77
+    tokenizer.save_pretrained(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     from facemogle.pipeline import FaceMoGLEPipeline

@@ -5,23 +5,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import face_like_labels
+from conftest import face_like_labels, word_tokenizer
 
 pytest.importorskip("peft")
-
-
-def _tokenizer(folder):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = "[PAD] [UNK] [EOS] a an the she he woman man has is wearing hair blond black smiling lipstick eyeglasses".split()
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
-    )
-    tokenizer.model_max_length = 77
-    tokenizer.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +31,8 @@ def flux_folder(tmp_path_factory):
     T5EncoderModel(
         T5Config(vocab_size=32, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=2)
     ).save_pretrained(root / "text_encoder_2")
-    _tokenizer(root / "tokenizer")
-    _tokenizer(root / "tokenizer_2")
+    word_tokenizer(root / "tokenizer")
+    word_tokenizer(root / "tokenizer_2")
     FlowMatchEulerDiscreteScheduler().save_pretrained(root / "scheduler")
     return root
 

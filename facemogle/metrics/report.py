@@ -8,13 +8,17 @@ caption, as in the paper's protocol. Scores, each with its reference:
   states, beside the classifier on the real faces for the same prompts (the ceiling);
 - realism: Fréchet distance and KID on the classifier's pooled features, generated vs real test faces,
   beside real train faces vs real test faces (the floor). N is always reported.
+The paper's metrics (Inception FID/KID, CMMD, CLIP score, DINO structure distance, ImageReward) are
+computed when their models are given as local files (`PaperModels`); otherwise the report says
+"skipped: <what is needed, how to pass it>". CLIP score and ImageReward score every mode against the
+item's caption (the paper does the same for mask-only generation).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +29,12 @@ from tqdm.auto import tqdm
 from ..data.synthface import parse_caption
 from ..images import image_grid, images_to_tensor
 from ..labels import colorize, resize_labels
+from . import MetricUnavailable
 from .attributes import attribute_accuracy
-from .fid import frechet_distance, kernel_distance
+from .clip import clip_score, cmmd, load_clip
+from .dino import load_dino
+from .fid import frechet_distance, inception_features, kernel_distance, load_inception
+from .imagereward import image_reward, load_imagereward
 from .mask import mask_scores
 
 MODES = ("mask", "text", "both")
@@ -38,6 +46,50 @@ class EvalItem:
     labels: np.ndarray  # [R, R] uint8
     prompt: str
     real: Image.Image
+
+
+@dataclass
+class PaperModels:
+    """Local model files for the paper's metrics; a missing one makes its metrics "skipped: …"."""
+
+    inception: str | None = None  # torch-fidelity's FID Inception-v3 weights file
+    clip: str | None = None  # CLIP folder for the CLIP score (and CMMD when cmmd_clip is not given)
+    cmmd_clip: str | None = None  # CLIP folder for CMMD (the paper: ViT-L/14-336)
+    dino: str | None = None  # DINO ViT folder (the paper: dino-vitb8)
+    imagereward: str | None = None  # folder with ImageReward.pt and med_config.json
+
+    def load(self) -> tuple[dict, dict[str, str]]:
+        """(models by metric family, skip reasons by metric family)."""
+        loaders = {
+            "inception": lambda: load_inception(self.inception),
+            "clip": lambda: load_clip(self.clip),
+            "dino": lambda: load_dino(self.dino),
+            "imagereward": lambda: load_imagereward(self.imagereward),
+        }
+        if self.cmmd_clip:
+            loaders["cmmd_clip"] = lambda: load_clip(self.cmmd_clip, "--cmmd-clip")
+        models, skipped = {}, {}
+        for name, load in loaders.items():
+            try:
+                models[name] = load()
+            except MetricUnavailable as reason:
+                skipped[name] = str(reason)
+        if not self.cmmd_clip:
+            if "clip" in models:
+                models["cmmd_clip"] = models["clip"]
+            else:
+                skipped["cmmd_clip"] = skipped["clip"]
+        return models, skipped
+
+
+PAPER_METRICS = {  # metric → (model family, column title)
+    "fid": ("inception", "FID ↓"),
+    "kid": ("inception", "KID×1000 ↓"),
+    "cmmd": ("cmmd_clip", "CMMD ↓"),
+    "dino_structure": ("dino", "DINO structure ↓"),
+    "clip_score": ("clip", "CLIP score ↑"),
+    "image_reward": ("imagereward", "ImageReward ↑"),
+}
 
 
 def load_items(data: str | os.PathLike, split: str, n: int, resolution: int) -> list[EvalItem]:
@@ -55,16 +107,28 @@ def load_items(data: str | os.PathLike, split: str, n: int, resolution: int) -> 
     return items
 
 
-def generate(pipe, items: list[EvalItem], mode: str, out: Path, steps: int, seed: int) -> list[Image.Image]:
-    """Generate (or reuse, when already on disk) one image per item; returns them in item order."""
+def generate(pipe, items: list[EvalItem], mode: str, out: Path, settings: dict) -> list[Image.Image]:
+    """Generate (or reuse, when already on disk with the same settings) one image per item, in item order.
+
+    settings: model, steps, seed, text_guidance, mask_guidance; saved as generation.json beside the images.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    record = out / "generation.json"
+    if record.exists() and json.loads(record.read_text()) != settings:
+        raise ValueError(
+            f"{out} holds images generated with other settings ({record.read_text().strip()}); "
+            "pass another --out (or delete that folder) to evaluate these settings."
+        )
+    if not record.exists():
+        record.write_text(json.dumps(settings))
     images = []
     for k, item in enumerate(tqdm(items, desc=f"generating ({mode})", unit="image")):
         path = out / f"{item.stem}.png"
         if not path.exists():
             prompt = item.prompt if mode != "mask" else None
             mask = item.labels if mode != "text" else None
-            image = pipe(prompt=prompt, mask=mask, num_inference_steps=steps, seed=seed + k)[0]
+            image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
+                         text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"])[0]  # fmt: skip
             image.save(path)
         images.append(Image.open(path).convert("RGB"))
     return images
@@ -91,6 +155,46 @@ def score(
         features, reference["test_features"], subset_size=min(1000, len(features))
     )[0]
     return result
+
+
+def paper_reference(items: list[EvalItem], train_items: list[EvalItem], models: dict) -> tuple[dict, dict]:
+    """The paper's metrics on real faces (train vs test; test faces for their captions), and the real
+    test-set embeddings every mode is compared with."""
+    real, train = [i.real for i in items], [i.real for i in train_items]
+    values, cache = {}, {}
+    if "inception" in models:
+        cache["inception"] = inception_features(models["inception"], real)
+        values.update(_fid_kid(inception_features(models["inception"], train), cache["inception"]))
+    if "cmmd_clip" in models:
+        cache["cmmd"] = models["cmmd_clip"].images(real)
+        values["cmmd"] = cmmd(models["cmmd_clip"].images(train), cache["cmmd"])
+    if "clip" in models:
+        cache["text"] = models["clip"].texts([i.prompt for i in items])
+        values["clip_score"] = clip_score(models["clip"].images(real), cache["text"])
+    if "imagereward" in models:
+        values["image_reward"] = image_reward(models["imagereward"], real, [i.prompt for i in items])
+    return values, cache
+
+
+def paper_scores(images: list[Image.Image], items: list[EvalItem], models: dict, cache: dict) -> dict:
+    """The paper's metrics for generated images in item order (only those whose models are loaded)."""
+    values = {}
+    if "inception" in models:
+        values.update(_fid_kid(inception_features(models["inception"], images), cache["inception"]))
+    if "cmmd_clip" in models:
+        values["cmmd"] = cmmd(models["cmmd_clip"].images(images), cache["cmmd"])
+    if "dino" in models:
+        values["dino_structure"] = models["dino"].distance(images, [i.real for i in items])
+    if "clip" in models:
+        values["clip_score"] = clip_score(models["clip"].images(images), cache["text"])
+    if "imagereward" in models:
+        values["image_reward"] = image_reward(models["imagereward"], images, [i.prompt for i in items])
+    return values
+
+
+def _fid_kid(features: np.ndarray, reference: np.ndarray) -> dict:
+    kid = kernel_distance(features, reference, subset_size=min(1000, len(features), len(reference)))[0]
+    return {"fid": frechet_distance(features, reference), "kid": 1000 * kid}
 
 
 def reference_scores(items: list[EvalItem], train_items: list[EvalItem], parser, classifier) -> dict:
@@ -126,6 +230,9 @@ def evaluate(
     steps: int = 20,
     seed: int = 0,
     evaluators: str | os.PathLike | None = None,
+    paper: PaperModels | None = None,
+    text_guidance: float = 2.0,
+    mask_guidance: float = 1.5,
 ) -> dict:
     """Generate with `model` (or read `images`, named {stem}.png) and write report.json, report.md, grid.png."""
     from ..evaluators import load_evaluator
@@ -136,21 +243,28 @@ def evaluate(
     folder = Path(evaluators) if evaluators else None
     parser = load_evaluator("parser", folder / "parser" if folder else None)
     classifier = load_evaluator("classifier", folder / "classifier" if folder else None)
+    paper = paper or PaperModels()
+    paper_models, skipped = paper.load()
     pipe = FaceMoGLEPipeline.from_pretrained(model) if images is None else None
     resolution = pipe.config.resolution if pipe else parser.config.resolution
     items = load_items(data, split, n, resolution)
     train_items = load_items(data, "train", len(items), resolution)
     reference = reference_scores(items, train_items, parser, classifier)
-    report = {"data": str(data), "split": split, "n": len(items), "steps": steps, "seed": seed,
+    reference["paper"], paper_cache = paper_reference(items, train_items, paper_models)
+    settings = {"model": str(model) if model else "default", "steps": steps, "seed": seed,
+                "text_guidance": text_guidance, "mask_guidance": mask_guidance}  # fmt: skip
+    report = {"data": str(data), "split": split, "n": len(items), **settings,
               "model": (str(model) if model else "the shipped default model") if pipe else None, "images": str(images) if images else None,
-              "reference": {k: v for k, v in reference.items() if k != "test_features"}, "modes": {}}  # fmt: skip
+              "reference": {k: v for k, v in reference.items() if k != "test_features"},
+              "paper_models": asdict(paper), "skipped": skipped, "modes": {}}  # fmt: skip
     generated = {}
     for mode in modes:
         if pipe is not None:
-            generated[mode] = generate(pipe, items, mode, out / mode, steps, seed)
+            generated[mode] = generate(pipe, items, mode, out / mode, settings)
         else:
             generated[mode] = [Image.open(_find_image(Path(images), i.stem)).convert("RGB") for i in items]
         report["modes"][mode] = score(generated[mode], items, mode, parser, classifier, reference)
+        report["modes"][mode]["paper"] = paper_scores(generated[mode], items, paper_models, paper_cache)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     sample_sheet(items[:8], generated).save(out / "grid.png")
@@ -201,7 +315,31 @@ def markdown(report: dict) -> str:
     )
     for name, value in ref["mask"]["per_class_iou"].items():
         lines.append(f"| {name} | {_fmt(generated_iou.get(name))} | {_fmt(value)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + paper_markdown(report)) + "\n"
+
+
+def paper_markdown(report: dict) -> list[str]:
+    """The paper's table (FID, KID×1000, CMMD, DINO, CLIP, ImageReward) and what was skipped and why."""
+    lines = ["", "The paper's metrics (DINO structure distance: per-image mean vs the real face of the same mask;",
+             "CLIP score and ImageReward against each item's caption in every mode):", "",
+             "| mode | " + " | ".join(title for _, title in PAPER_METRICS.values()) + " |",
+             "|---|" + "---|" * len(PAPER_METRICS)]  # fmt: skip
+    rows = {mode: result["paper"] for mode, result in report["modes"].items()}
+    rows["real faces (reference)"] = report["reference"]["paper"]
+    for name, values in rows.items():
+        cells = [_paper_cell(metric, values, report["skipped"]) for metric in PAPER_METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if report["skipped"]:
+        lines += ["", "Skipped:"] + [
+            f"- {family}: skipped: {reason}" for family, reason in report["skipped"].items()
+        ]
+    return lines
+
+
+def _paper_cell(metric: str, values: dict, skipped: dict) -> str:
+    if metric in values:
+        return f"{values[metric]:.3f}"
+    return "skipped" if PAPER_METRICS[metric][0] in skipped else "–"
 
 
 def _fmt(value) -> str:
