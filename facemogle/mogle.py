@@ -22,7 +22,7 @@ GatingMode = Literal["dynamic", "static", "scalar", "none"]
 class MoGLEConfig:
     """Sizes and ablation switches. The released checkpoint: 20 experts, 64 → 32 → 64."""
 
-    num_experts: int = 20  # 1 global + 19 local
+    num_experts: int = 20  # 1 global + 19 local; 1: the global expert alone (the "no local experts" ablation)
     token_dim: int = 64
     hidden_dim: int = 32  # experts' hidden width; the gate works at token_dim (global tokens are added in)
     time_features: int = 64
@@ -100,7 +100,8 @@ class MoGLE(nn.Module):
         return self.mix(self.expert_hidden(condition_tokens), condition_tokens[:, 0], noisy_tokens, t)
 
     def expert_hidden(self, condition_tokens: torch.Tensor) -> torch.Tensor:
-        """First expert layer: [B, E, N, C] → [B, E, N, H] (identity experts: the tokens themselves)."""
+        """First expert layer: [B, 20, N, C] → [B, E, N, H] (identity experts: the tokens themselves)."""
+        condition_tokens = condition_tokens[:, : self.config.num_experts]  # [B, E, N, C]: global first
         if not self.config.experts:
             return condition_tokens
         hidden = torch.matmul(condition_tokens, self.w1.to(condition_tokens.dtype))  # one batched matmul

@@ -47,6 +47,7 @@ class TrainConfig:
     resolution: int = 64
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
+    local_experts: bool = True  # False: the global expert alone (ablation)
     batch_size: int = 16  # per process
     grad_accum: int = 1
     steps: int = 10000
@@ -85,6 +86,7 @@ class TrainConfig:
     def model_config(self) -> FaceMoGLEConfig:
         config = config_for_size(self.size, resolution=self.resolution)
         config.mogle.gating, config.mogle.experts = self.gating, self.experts
+        config.mogle.num_experts = config.mogle.num_experts if self.local_experts else 1
         return config
 
 
@@ -312,8 +314,8 @@ def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite:
         saved = json.loads((out / "train_config.json").read_text())
         changed = {
             k
-            for k in ("size", "resolution", "gating", "experts", "batch_size", "seed")
-            if saved.get(k) != getattr(config, k)
+            for k in ("size", "resolution", "gating", "experts", "local_experts", "batch_size", "seed")
+            if saved.get(k, getattr(TrainConfig(), k)) != getattr(config, k)
         }
         if changed:
             raise RunFolderError(

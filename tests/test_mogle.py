@@ -109,6 +109,19 @@ def test_shapes_and_ablations(experts, gating):
         torch.testing.assert_close(out, x.sum(1))
 
 
+@pytest.mark.parametrize("experts", [True, False])
+def test_global_expert_alone_ignores_local_maps(experts):
+    module = MoGLE(MoGLEConfig(num_experts=1, experts=experts))
+    x, noisy, t = inputs()
+    changed = x.clone()
+    changed[:, 1:] = torch.randn_like(changed[:, 1:])
+    out = module(x, noisy, t)
+    assert out.shape == (2, 16, 64)
+    torch.testing.assert_close(out, module(changed, noisy, t))
+    if not experts:
+        torch.testing.assert_close(out, x[:, 0])  # one expert: its softmax weight is 1
+
+
 def test_batched_experts_equal_per_expert_loop():
     module = MoGLE(MoGLEConfig())
     x, noisy, t = inputs()
