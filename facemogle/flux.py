@@ -42,7 +42,8 @@ class FluxMoGLEConfig:
 
     flux_folder: str
     resolution: int = 512
-    guidance: float = 3.5  # FLUX.1-dev's embedded guidance at sampling (the authors train with 1.0)
+    guidance: float = 3.5  # FLUX.1-dev's embedded guidance at sampling
+    train_guidance: float = 1.0  # ... and in training (the authors' setting)
     max_text_tokens: int = 512
     lora_rank: int = 4
     lora_alpha: int = 4
@@ -164,7 +165,8 @@ class FluxFaceMoGLE(Denoiser):
     def guidance(self, batch: int, device) -> torch.Tensor | None:
         if not self.transformer.flux.config.guidance_embeds:
             return None
-        return torch.full((batch,), self.config.guidance, device=device)
+        value = self.config.train_guidance if self.training else self.config.guidance
+        return torch.full((batch,), value, device=device)
 
     # --- LoRA ---
 

@@ -269,3 +269,6 @@ class StepRandomness:
         return StepRandomness(
             self.noise[rows], self.t[rows], self.keep_text[rows], self.keep_mask[rows], self.keep_local[rows]
         )
+
+    def to(self, device: torch.device | str) -> StepRandomness:
+        return StepRandomness(*(getattr(self, f.name).to(device) for f in fields(self)))

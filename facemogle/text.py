@@ -36,6 +36,9 @@ class TextEmbedding:
     def repeat(self, n: int) -> TextEmbedding:
         return TextEmbedding(self.tokens.repeat(n, 1, 1), self.mask.repeat(n, 1), self.pooled.repeat(n, 1))
 
+    def to(self, device: torch.device | str) -> TextEmbedding:
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
 
 class TextEncoder(Protocol):
     """What the model needs from a text encoder. An empty prompt encodes to the null embedding."""

@@ -25,8 +25,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from .flow import ModalityDropout
-from .model import FaceMoGLEConfig, FaceMoGLEModel, StepRandomness, config_for_size
+from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, StepRandomness, config_for_size
+from .mogle import MoGLEConfig
 from .pipeline import FaceMoGLEPipeline, atomic_write, load_text_encoder
+from .text import TextEncoder
 
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model"
@@ -43,7 +45,14 @@ class TrainConfig:
 
     data: str = "data/synthface"
     out: str = "runs/default"
-    size: str = "small"  # model preset, see model.SIZES
+    backend: str = "compact"  # compact: the small model, all weights learn | flux: FLUX.1-dev + LoRA + MoGLE
+    flux: str | None = None  # flux backend: a local FLUX.1-dev folder in the diffusers layout
+    lora_rank: int = 4  # flux backend: LoRA rank (alpha = rank, as the paper)
+    gradient_checkpointing: bool = False
+    condition_cache: str | None = (
+        None  # folder of precomputed mask encodings; flux default: <out>/condition_cache
+    )
+    size: str = "small"  # compact model preset, see model.SIZES
     resolution: int = 64
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
@@ -93,12 +102,12 @@ class TrainConfig:
 class TrainingObjective(torch.nn.Module):
     """The loss as a module's forward, so that DDP (through accelerate) sees a forward pass."""
 
-    def __init__(self, model: FaceMoGLEModel):
+    def __init__(self, model: Denoiser):
         super().__init__()
         self.model = model
 
-    def forward(self, images, labels, text, null_text, randomness):
-        return self.model.loss(images, labels, text, null_text, randomness)
+    def forward(self, images, labels, text, null_text, randomness, condition_tokens=None):
+        return self.model.loss(images, labels, text, null_text, randomness, condition_tokens)
 
 
 def train(
@@ -120,17 +129,16 @@ def train(
         _prepare_run_folder(out, config, resume, overwrite)
     accelerator.wait_for_everyone()
     dataset = _open_dataset(config)
-    text_encoder = load_text_encoder(config.model_config())
-    null_text = text_encoder.encode([""])
-    torch.manual_seed(config.seed)
-    model = FaceMoGLEModel(config.model_config())
+    model, text_encoder = build_model(config, accelerator.device)
+    null_text = text_encoder.encode([""]).to(accelerator.device)
+    cache = _condition_cache(config, model, dataset, accelerator)
     objective = TrainingObjective(model)
-    optimizer = _optimizer(config, model)
+    optimizer = _optimizer(config, trainable_state(model).values())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup))
     )
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+    ema = {k: v.detach().clone().float() for k, v in trainable_state(model).items()}
     step = 0
     if resume:
         step = _load_checkpoint(out, model, optimizer, scheduler, ema)
@@ -151,16 +159,27 @@ def train(
                     accelerator.process_index * config.batch_size,
                     (accelerator.process_index + 1) * config.batch_size,
                 )
-                images, labels, captions = _collate([dataset[i] for i in indices[mine]])
+                images, labels, captions, stems = _collate(
+                    [dataset[i] for i in indices[mine]], accelerator.device
+                )
                 randomness = StepRandomness.draw(
                     config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
                 ).slice(mine)
+                condition_tokens = cache.batch(stems, accelerator.device) if cache else None
                 last = micro == config.grad_accum - 1
                 with (
                     contextlib.nullcontext() if last else accelerator.no_sync(objective)
                 ):  # all-reduce once per step
                     with autocast:
-                        loss = objective(images, labels, text_encoder.encode(captions), null_text, randomness)
+                        text = text_encoder.encode(captions).to(accelerator.device)
+                        loss = objective(
+                            images,
+                            labels,
+                            text,
+                            null_text,
+                            randomness.to(accelerator.device),
+                            condition_tokens,
+                        )
                     accelerator.backward(loss / config.grad_accum)
             if config.grad_clip > 0:
                 accelerator.clip_grad_norm_(objective.parameters(), config.grad_clip)
@@ -180,9 +199,9 @@ def train(
             if step % config.checkpoint_every == 0 or step == config.steps:
                 _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
             if accelerator.is_main_process and config.sample_every and step % config.sample_every == 0:
-                sample_grid(_ema_pipeline(model, ema, text_encoder), dataset).save(
-                    out / "samples" / f"step_{step:07d}.png"
-                )
+                with ema_weights(model, ema):
+                    grid = sample_grid(FaceMoGLEPipeline(model, text_encoder), dataset)
+                grid.save(out / "samples" / f"step_{step:07d}.png")
     except KeyboardInterrupt:
         _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
         bar.close()
@@ -194,10 +213,11 @@ def train(
     if step < config.steps and step % config.checkpoint_every:
         _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)  # stopped early
     if step >= config.steps and accelerator.is_main_process:
-        pipe = _ema_pipeline(model, ema, text_encoder)
-        pipe.save_pretrained(out / FINAL_MODEL)
-        if config.sample_every:
-            sample_grid(pipe, dataset).save(out / "samples" / "final.png")
+        with ema_weights(model, ema):
+            pipe = FaceMoGLEPipeline(model, text_encoder)
+            pipe.save_pretrained(out / FINAL_MODEL)
+            if config.sample_every:
+                sample_grid(pipe, dataset).save(out / "samples" / "final.png")
         loss_curve(out / "log.csv").save(out / "loss.png")
         (out / DONE).write_text(f"finished at step {step}\n")
     accelerator.wait_for_everyone()
@@ -224,10 +244,71 @@ def export_model(
         raise RunFolderError(f"{run} has no checkpoint to export; is it a training run folder?")
     config = TrainConfig(**json.loads((run / "train_config.json").read_text()))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = FaceMoGLEModel(config.model_config())
-    model.load_state_dict(state["ema"] if ema else state["model"])
-    FaceMoGLEPipeline(model, load_text_encoder(model.config)).save_pretrained(out, dtype=dtype)
+    model, text_encoder = build_model(config, "cpu")
+    _load_trainable(model, state["ema"] if ema else state["model"], path)
+    FaceMoGLEPipeline(model, text_encoder).save_pretrained(out, dtype=dtype)
     return int(state["step"])
+
+
+def build_model(config: TrainConfig, device: torch.device | str) -> tuple[Denoiser, TextEncoder]:
+    """The model to train and its frozen text encoder. compact: every weight learns; flux: FLUX.1-dev
+    from a local folder, frozen, with the paper's LoRA (gaussian init) and MoGLE learning."""
+    torch.manual_seed(config.seed)
+    if config.backend == "compact":
+        model = FaceMoGLEModel(config.model_config())
+        return model.to(device), load_text_encoder(model.config)
+    if config.backend != "flux":
+        raise ValueError(f"Unknown backend {config.backend!r}; use 'compact' or 'flux'.")
+    from .flux import FluxMoGLEConfig, load_flux
+
+    if not config.flux:
+        raise RunFolderError(
+            "--backend flux needs --flux FOLDER: a local FLUX.1-dev folder in the diffusers layout."
+        )
+    mogle = MoGLEConfig(
+        gating=config.gating, experts=config.experts, num_experts=20 if config.local_experts else 1
+    )
+    flux_config = FluxMoGLEConfig(flux_folder=config.flux, resolution=config.resolution, lora_rank=config.lora_rank,
+                                  lora_alpha=config.lora_rank, mogle=mogle)  # fmt: skip
+    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+    model, text_encoder = load_flux(config.flux, config=flux_config, dtype=dtype, device=device)
+    model.add_lora("gaussian")
+    model.requires_grad_(False)
+    for param in model.trainable_parameters():
+        param.data = param.data.float()  # frozen weights in bf16, learning ones in float32
+        param.requires_grad_(True)
+    model.transformer.gradient_checkpointing = config.gradient_checkpointing
+    return model, text_encoder
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters that learn, by name (all of them at compact scale; LoRA + MoGLE at full scale)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+@contextlib.contextmanager
+def ema_weights(model: torch.nn.Module, ema: dict):
+    """Within the block the model holds its EMA weights; the training weights come back afterwards."""
+    params = trainable_state(model)
+    saved = {name: p.detach().clone() for name, p in params.items()}
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(ema[name])
+        try:
+            yield model
+        finally:
+            for name, p in params.items():
+                p.copy_(saved[name])
+
+
+def _load_trainable(model: torch.nn.Module, state: dict, path: Path) -> None:
+    expected = set(trainable_state(model))
+    if set(state) != expected:
+        raise RunFolderError(
+            f"Checkpoint {path} does not match the run's model ({len(set(state) ^ expected)} parameter names "
+            "differ); was train_config.json edited? Resume or export with the config the run was started with."
+        )
+    model.load_state_dict(state, strict=False)
 
 
 class DataOrder:
@@ -251,10 +332,33 @@ class DataOrder:
         return int(self._perm[offset])
 
 
-def _collate(items: list[dict]):
-    images = torch.stack([item["image"] for item in items])
-    labels = torch.stack([item["labels"] for item in items])
-    return images, labels, [item["caption"] for item in items]
+def _collate(items: list[dict], device: torch.device | str):
+    images = torch.stack([item["image"] for item in items]).to(device)
+    labels = torch.stack([item["labels"] for item in items]).to(device)
+    return images, labels, [item["caption"] for item in items], [item["stem"] for item in items]
+
+
+def _condition_cache(config: TrainConfig, model: Denoiser, dataset, accelerator):
+    """The dataset's mask encodings on disk (built once by the main process), or None (encode each step)."""
+    folder = config.condition_cache or (
+        str(Path(config.out) / "condition_cache") if config.backend == "flux" else None
+    )
+    if folder is None:
+        return None
+    from .data.cache import MANIFEST, ConditionCache, build_condition_cache
+
+    encoder = f"{config.backend}:{config.flux or model.patch_size}"
+    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+    if accelerator.is_main_process and not (Path(folder) / MANIFEST).is_file():
+
+        def encode(labels: torch.Tensor) -> torch.Tensor:
+            return model.mask_tokens(labels.to(accelerator.device)).to("cpu", dtype)
+
+        build_condition_cache(dataset, encode, folder, encoder)
+    accelerator.wait_for_everyone()
+    cache = ConditionCache(folder)
+    cache.check(dataset, encoder)
+    return cache
 
 
 def _open_dataset(config: TrainConfig):
@@ -269,9 +373,10 @@ def _open_dataset(config: TrainConfig):
     )
 
 
-def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    params = list(params)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "prodigy":
         try:
             from prodigyopt import Prodigy
@@ -280,7 +385,7 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
                 "optimizer 'prodigy' needs the prodigyopt package: pip install 'facemogle[train]'."
             ) from None
         return Prodigy(
-            model.parameters(),
+            params,
             lr=1.0,
             weight_decay=config.weight_decay or 0.01,
             use_bias_correction=True,
@@ -292,14 +397,8 @@ def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optim
 @torch.no_grad()
 def _update_ema(ema: dict, model: torch.nn.Module, decay: float, step: int) -> None:
     decay = min(decay, (1 + step) / (10 + step))
-    for name, value in model.state_dict().items():
+    for name, value in trainable_state(model).items():
         ema[name].mul_(decay).add_(value.detach().float(), alpha=1 - decay)
-
-
-def _ema_pipeline(model: FaceMoGLEModel, ema: dict, text_encoder) -> FaceMoGLEPipeline:
-    copy = FaceMoGLEModel(model.config)
-    copy.load_state_dict(ema)
-    return FaceMoGLEPipeline(copy, text_encoder)
 
 
 # --- run folder and checkpoints ---
@@ -314,7 +413,18 @@ def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite:
         saved = json.loads((out / "train_config.json").read_text())
         changed = {
             k
-            for k in ("size", "resolution", "gating", "experts", "local_experts", "batch_size", "seed")
+            for k in (
+                "backend",
+                "flux",
+                "lora_rank",
+                "size",
+                "resolution",
+                "gating",
+                "experts",
+                "local_experts",
+                "batch_size",
+                "seed",
+            )
             if saved.get(k, getattr(TrainConfig(), k)) != getattr(config, k)
         }
         if changed:
@@ -347,7 +457,7 @@ def _save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema,
         return
     state = {
         "step": step,
-        "model": model.state_dict(),
+        "model": {name: p.detach() for name, p in trainable_state(model).items()},
         "ema": ema,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -367,7 +477,7 @@ def _load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
         raise RunFolderError(
             f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before."
         ) from None
-    model.load_state_dict(state["model"])
+    _load_trainable(model, state["model"], path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     for name, value in state["ema"].items():

@@ -1,6 +1,8 @@
 """The full scale on a tiny FLUX stack built in the test, saved in the diffusers layout, loaded like FLUX.1-dev."""
 
+import json
 import re
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -171,3 +173,50 @@ def test_training_step_changes_only_lora_and_mogle(flux_pipe):
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n or n.startswith("mogle.") for n in changed)
     assert any("lora_" in n for n in changed) and any(n.startswith("mogle.") for n in changed)
+
+
+def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_folder, tmp_path, capsys):
+    """`facemogle train --backend flux`: each mask is VAE-encoded once (the disk cache serves every later
+    epoch and the resumed run), only LoRA + MoGLE are checkpointed, and the exported folder generates."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    from facemogle.cli import main
+    from facemogle.data.synthface import write_synthface
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    data = write_synthface(tmp_path / "sf", 4, size=64, progress=False)
+    encoded = []
+    original = AutoencoderKL.encode
+
+    def counting(self, x, *args, **kwargs):
+        encoded.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    args = ["train", "--backend", "flux", "--flux", str(flux_folder), "--data", str(data), "--out", str(tmp_path / "run"),
+            "--resolution", "64", "--batch-size", "2", "--steps", "6", "--warmup", "1", "--sample-every", "0",
+            "--checkpoint-every", "3", "--mixed-precision", "no", "--gradient-checkpointing", "true", "--seed", "0"]  # fmt: skip
+    with mock.patch.object(AutoencoderKL, "encode", counting):
+        assert main([*args, "--steps", "3"]) == 0
+        assert main([*args, "--resume"]) == 0
+    manifest = json.loads((tmp_path / "run" / "condition_cache" / "manifest.json").read_text())
+    train_items = len(manifest["items"])
+    assert 2 <= train_items <= 4  # six images per run, so every mask is served again from the cache
+    mask_maps = [n for n in encoded if n % 20 == 0 and n > 2]
+    assert sum(mask_maps) == 20 * train_items  # each mask's 20 maps encoded exactly once, over both runs
+    assert encoded.count(2) == 6  # the images: one VAE call per step
+    checkpoint = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert checkpoint["step"] == 6
+    assert all("lora_" in n or n.startswith("mogle.") for n in checkpoint["model"])
+    model = tmp_path / "run" / "model"
+    assert {"pytorch_lora_weights.safetensors", "mogle.safetensors", "global_local_mask_moe.pt"} <= {
+        p.name for p in model.iterdir()
+    }
+    lora = load_file(model / "pytorch_lora_weights.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero: it learnt
+    pipe = FaceMoGLEPipeline.from_pretrained(model)
+    assert pipe.config.guidance == 3.5  # FLUX's sampling guidance in the saved config
+    assert pipe(prompt="she has blond hair", mask=face_like_labels(64), num_inference_steps=2)[0].size == (
+        64,
+        64,
+    )

@@ -105,3 +105,7 @@ class ConditionCache:
         if shard not in self._shards:
             self._shards[shard] = load_file(self.folder / f"shard_{shard:05d}.safetensors")
         return self._shards[shard][stem]
+
+    def batch(self, stems: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """The condition tensors of these items, stacked: [B, 20, N, C]."""
+        return torch.stack([self.get(stem) for stem in stems]).to(device)
