@@ -30,10 +30,19 @@ def cmd_labels(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import warnings
 
+    import torch
+
     from .labels import colorize, load_mask
     from .pipeline import FaceMoGLEPipeline
 
-    pipe = FaceMoGLEPipeline.from_pretrained(args.model)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    pipe = FaceMoGLEPipeline.from_pretrained(
+        args.model, dtype=dtype, device="cpu" if args.offload else args.device
+    )
+    if args.offload:
+        getattr(pipe, f"enable_{args.offload}_cpu_offload")(args.device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images = pipe(
@@ -190,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
     )
     gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    gen.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="FLUX components' dtype"
+    )
+    gen.add_argument(
+        "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
+    )
+    gen.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
     gen.set_defaults(func=cmd_generate)
     data = sub.add_parser("data", help="make or inspect datasets").add_subparsers(
         dest="data_command", metavar="ACTION"

@@ -94,10 +94,11 @@ class FluxTextEncoder:
         self.max_tokens = max_tokens
         self.token_dim = text_encoder_2.config.d_model
         self.pooled_dim = text_encoder.config.hidden_size
+        self.device = text_encoder_2.device  # where the encoders run (the GPU when they are offloaded)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEmbedding:
-        device = self.text_encoder_2.device
+        device = self.device
         t5 = self.tokenizer_2(
             prompts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt"
         )

@@ -54,6 +54,7 @@ class FaceMoGLEPipeline:
         self.model = model.eval()
         self.config = model.config
         self.text_encoder = text_encoder or load_text_encoder(model.config)
+        self._execution_device: torch.device | None = None  # set by the CPU-offload options
 
     # --- construction, loading, saving ---
 
@@ -64,16 +65,24 @@ class FaceMoGLEPipeline:
         return cls(FaceMoGLEModel(config_for_size(size, **overrides)))
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike | None = None) -> FaceMoGLEPipeline:
-        """Load a saved model folder (compact, or full scale with a FLUX folder); None loads the shipped default."""
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> FaceMoGLEPipeline:
+        """Load a saved model folder (compact, or full scale with a FLUX folder); None loads the shipped default.
+
+        dtype applies to the FLUX components (bfloat16 halves their memory); compact weights load as float32.
+        """
         folder = Path(folder) if folder is not None else default_model_folder()
         data = read_config(folder)
         if data.pop("format") == FLUX_FORMAT:
-            return cls._from_flux_folder(folder, data)
+            return cls._from_flux_folder(folder, data, dtype, device)
         config = _compact_config(data, folder / CONFIG_FILE)
         model = FaceMoGLEModel(config)
         load_weights(model, folder / WEIGHTS_FILE)
-        return cls(model)
+        return cls(model.to(device))
 
     @classmethod
     def from_flux(
@@ -102,12 +111,12 @@ class FaceMoGLEPipeline:
         return cls(model, text)
 
     @classmethod
-    def _from_flux_folder(cls, folder: Path, data: dict) -> FaceMoGLEPipeline:
+    def _from_flux_folder(cls, folder: Path, data: dict, dtype: torch.dtype, device) -> FaceMoGLEPipeline:
         from .flux import LORA_FILE, FluxMoGLEConfig, load_flux
 
         config = FluxMoGLEConfig(**data)
         lora = folder / LORA_FILE if (folder / LORA_FILE).is_file() else None
-        model, text = load_flux(config.flux_folder, lora, folder / MOGLE_FILE, config)
+        model, text = load_flux(config.flux_folder, lora, folder / MOGLE_FILE, config, dtype, device)
         return cls(model, text)
 
     def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
@@ -144,7 +153,56 @@ class FaceMoGLEPipeline:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self._execution_device or next(self.model.parameters()).device
+
+    # --- memory options (full scale) ---
+
+    def enable_vae_tiling(self) -> None:
+        """Encode and decode with the VAE tile by tile: large images in bounded memory."""
+        self._vae("tiling").enable_tiling()
+
+    def enable_vae_slicing(self) -> None:
+        """Run the VAE one image at a time (batches of images, or the 20 condition maps, in less memory)."""
+        self._vae("slicing").enable_slicing()
+
+    def enable_model_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Keep T5, CLIP, the transformer and the VAE in CPU memory; each moves to `device` while it runs
+        (accelerate hooks), so one component at a time occupies the GPU. MoGLE (small) stays on `device`."""
+        from accelerate import cpu_offload_with_hook
+
+        hook = None
+        for module in self._offloadable():
+            _, hook = cpu_offload_with_hook(module.to("cpu"), device, prev_module_hook=hook)
+        self._offloaded(device)
+
+    def enable_sequential_cpu_offload(self, device: str | torch.device = "cuda") -> None:
+        """Weights stay in CPU memory and visit `device` one submodule at a time: the least GPU memory,
+        the slowest sampling."""
+        from accelerate import cpu_offload
+
+        for module in self._offloadable():
+            cpu_offload(module, torch.device(device))
+        self._offloaded(device)
+
+    def _vae(self, option: str):
+        vae = getattr(self.model, "vae", None)
+        if vae is None:
+            raise ValueError(
+                f"VAE {option} applies to the full scale; the compact model works in pixels, without a VAE."
+            )
+        return vae
+
+    def _offloadable(self) -> list[torch.nn.Module]:
+        if not hasattr(self.model, "vae"):
+            raise ValueError(
+                "CPU offload applies to the full scale; the compact model fits in memory as it is."
+            )
+        text = self.text_encoder
+        return [text.text_encoder, text.text_encoder_2, self.model.transformer, self.model.vae]
+
+    def _offloaded(self, device: str | torch.device) -> None:
+        self._execution_device = self.text_encoder.device = torch.device(device)
+        self.model.mogle.to(device)
 
     # --- generation ---
 
@@ -198,7 +256,7 @@ class FaceMoGLEPipeline:
     def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
         """The velocity function of the sampler: all guidance branches in one batched forward."""
         has_text, has_mask = branches[0]
-        texts = self.text_encoder.encode([prompt, ""])
+        texts = self.text_encoder.encode([prompt, ""]).to(self.device)
         text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)
         condition = present = None
         if has_mask:

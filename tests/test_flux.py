@@ -220,3 +220,55 @@ def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_
         64,
         64,
     )
+
+
+@pytest.mark.parametrize(
+    "option", ["enable_model_cpu_offload", "enable_sequential_cpu_offload", "enable_vae_slicing"]
+)
+def test_memory_options_keep_the_output(flux_folder, option):
+    """CPU offload through accelerate hooks (to the CPU here; the same hooks serve a GPU) and VAE slicing."""
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    torch.manual_seed(1)
+    pipe = FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
+    kwargs = dict(
+        prompt="she has blond hair",
+        mask=face_like_labels(64),
+        num_inference_steps=2,
+        num_images=2,
+        autocast=False,
+    )
+    before = np.stack([np.asarray(image) for image in pipe(**kwargs)]).astype(int)
+    getattr(pipe, option)(*(["cpu"] if "offload" in option else []))
+    after = np.stack([np.asarray(image) for image in pipe(**kwargs)]).astype(int)
+    assert np.abs(before - after).max() <= 1
+    if option == "enable_sequential_cpu_offload":
+        assert any(
+            p.device.type == "meta" for p in pipe.model.transformer.parameters()
+        )  # weights live off-device
+
+
+def test_vae_tiling_and_compact_scale_errors(flux_folder, tiny_pipe):
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
+    pipe.enable_vae_tiling()
+    assert pipe.model.vae.use_tiling
+    assert pipe(prompt="she is smiling", num_inference_steps=1)[0].size == (64, 64)
+    with pytest.raises(ValueError, match="full scale"):
+        tiny_pipe.enable_vae_tiling()
+    with pytest.raises(ValueError, match="full scale"):
+        tiny_pipe.enable_model_cpu_offload("cpu")
+
+
+def test_generate_cli_on_a_saved_full_scale_folder_with_memory_options(flux_pipe, tmp_path):
+    from PIL import Image
+
+    from facemogle.cli import main
+
+    flux_pipe.save_pretrained(tmp_path / "model")
+    out = tmp_path / "face.png"
+    args = ["generate", "--model", str(tmp_path / "model"), "--prompt", "she has blond hair", "--steps", "1",
+            "--out", str(out), "--device", "cpu", "--offload", "sequential", "--vae-tiling"]  # fmt: skip
+    assert main(args) == 0
+    assert Image.open(out).size == (64, 64)
