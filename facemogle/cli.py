@@ -256,7 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", help="model folder (default: the shipped model)")
     ev.add_argument("--images", help="score these images ({stem}.png) instead of generating")
     ev.add_argument("--out", default="eval")
-    ev.add_argument("--mode", nargs="+", choices=["mask", "text", "both"], default=["mask", "text", "both"])
+    ev.add_argument(
+        "--mode",
+        nargs="+",
+        choices=["mask", "text", "both", "none"],
+        default=["mask", "text", "both"],
+        help="none: unconditional samples (a realism baseline)",
+    )
     ev.add_argument("--split", default="test")
     ev.add_argument("--n", type=int, default=500)
     ev.add_argument("--steps", type=int, default=20)

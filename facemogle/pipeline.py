@@ -223,15 +223,17 @@ class FaceMoGLEPipeline:
         fit: Fit = "error",
         autocast: bool = True,
         progress: bool = False,
+        unconditional: bool = False,
     ) -> list[Image.Image]:
-        """Generate num_images faces. At least one of prompt and mask is required.
+        """Generate num_images faces. At least one of prompt and mask is required, unless unconditional=True
+        (samples from neither, e.g. for a realism baseline).
 
         mask: a label map or colour mask in any form `load_mask` reads; another size is resized
         (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
         text_guidance / mask_guidance: separate classifier-free guidance scales (1 = no guidance).
         autocast: bfloat16 autocast on the model's device (on CPU faster, see benchmarks/bench_transformer.py).
         """
-        self._check_inputs(prompt, mask, num_inference_steps, num_images)
+        self._check_inputs(prompt, mask, num_inference_steps, num_images, unconditional)
         height, width = self._check_size(height, width)
         has_text = bool(prompt and prompt.strip())
         labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
@@ -282,10 +284,10 @@ class FaceMoGLEPipeline:
         self.model.grid(height, width)
         return height, width
 
-    def _check_inputs(self, prompt, mask, steps, num_images) -> None:
+    def _check_inputs(self, prompt, mask, steps, num_images, unconditional) -> None:
         if prompt is not None and not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
-        if mask is None and not (prompt and prompt.strip()):
+        if mask is None and not (prompt and prompt.strip()) and not unconditional:
             raise ValueError("Give a mask, a prompt, or both: there is nothing to generate from.")
         if prompt and len(prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"The prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")

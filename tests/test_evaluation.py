@@ -57,3 +57,11 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     assert main(["eval", "--images", str(tmp_path / "ev" / "both"), "--data", str(data), "--n", "8", "--mode", "both",
                  "--out", str(tmp_path / "ev2"), "--evaluators", str(evaluators)]) == 0  # fmt: skip
     assert json.loads((tmp_path / "ev2" / "report.json").read_text())["modes"]["both"]["n"] == 8
+    # unconditional samples (a realism baseline): Fréchet only; other settings in the same folder are refused
+    assert (
+        main([*args[:-4], "--mode", "none", "--out", str(tmp_path / "ev"), "--evaluators", str(evaluators)])
+        == 0
+    )
+    none = json.loads((tmp_path / "ev" / "report.json").read_text())["modes"]["none"]
+    assert "frechet" in none and "mask" not in none and "text" not in none
+    assert main([*args, "--text-guidance", "3"]) == 2

@@ -177,3 +177,11 @@ def test_text_cache_overflow_keeps_the_current_batch(monkeypatch):
     again = encoder.encode(prompts[::-1] + ["one more"])
     assert first.tokens.shape[0] == 5 and again.tokens.shape[0] == 6
     torch.testing.assert_close(again.tokens[4], first.tokens[0])
+
+
+def test_unconditional_samples_only_when_asked(tiny_pipe):
+    with pytest.raises(ValueError, match="nothing to generate"):
+        tiny_pipe(prompt="  ", num_inference_steps=2)
+    images = tiny_pipe(num_inference_steps=2, num_images=2, unconditional=True)
+    assert len(images) == 2 and images[0].size == (32, 32)
+    assert images[0].tobytes() != images[1].tobytes()

@@ -1,6 +1,7 @@
 """`facemogle eval`: generate for held-out items, score every available metric, write report.json, report.md and a grid.
 
-Modes: mask (mask only, empty prompt), text (prompt only), both. The prompt of an item is its first
+Modes: mask (mask only, empty prompt), text (prompt only), both, and none (unconditional samples, for a
+realism baseline; not run unless asked). The prompt of an item is its first
 caption, as in the paper's protocol. Scores, each with its reference:
 - mask consistency: the SynthFace parser's map of the generated face vs the input mask (mIoU, pixel
   accuracy), beside the parser on the real faces (the ceiling);
@@ -125,10 +126,11 @@ def generate(pipe, items: list[EvalItem], mode: str, out: Path, settings: dict) 
     for k, item in enumerate(tqdm(items, desc=f"generating ({mode})", unit="image")):
         path = out / f"{item.stem}.png"
         if not path.exists():
-            prompt = item.prompt if mode != "mask" else None
-            mask = item.labels if mode != "text" else None
+            prompt = item.prompt if mode in ("text", "both") else None
+            mask = item.labels if mode in ("mask", "both") else None
             image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
-                         text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"])[0]  # fmt: skip
+                         text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"],
+                         unconditional=mode == "none")[0]  # fmt: skip
             image.save(path)
         images.append(Image.open(path).convert("RGB"))
     return images
