@@ -2,7 +2,6 @@
 randomly initialised networks saved like the real ones, and their "skipped: …" reporting."""
 
 import json
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from facemogle.data.synthface import write_synthface
 from facemogle.metrics import MetricUnavailable
 from facemogle.metrics.clip import clip_score, cmmd, load_clip
 from facemogle.metrics.dino import load_dino
-from facemogle.metrics.fid import frechet_distance, inception_features, load_inception
+from facemogle.metrics.fid import clean_resize, frechet_distance, inception_features, load_inception
 from facemogle.metrics.imagereward import image_reward, load_imagereward
 from facemogle.metrics.report import PaperModels
 
@@ -53,20 +52,26 @@ def dino_folder(tmp_path_factory):
     return folder
 
 
+class TinyInception(torch.nn.Module):
+    """The interface of clean-fid's TorchScript Inception: uint8-range float [B, 3, 299, 299] → features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 7, stride=4)
+        self.fc = torch.nn.Linear(16, 1008)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        assert x.shape[1:] == (3, 299, 299) and float(x.min()) >= 0.0 and float(x.max()) <= 255.0
+        features = self.conv(x / 128 - 1).relu().mean(dim=(2, 3))
+        return features if return_features else self.fc(features)
+
+
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    """torchmetrics' FID Inception-v3 with random weights, saved as the real weights file would be."""
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    with (
-        mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}),
-        mock.patch.object(
-            torch.nn.Module, "load_state_dict", lambda self, state, strict=True, assign=False: None
-        ),
-    ):
-        network = NoTrainInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
-    torch.save(network.state_dict(), path)
+    """A tiny random network saved as TorchScript, like inception-2015-12-05.pt."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / "inception-2015-12-05.pt"
+    torch.jit.save(torch.jit.script(TinyInception()), str(path))
     return path
 
 
@@ -112,7 +117,7 @@ def test_inception_features_from_a_local_weights_file(inception_file):
     network = load_inception(inception_file)
     faces = _faces(4, 2)
     features = inception_features(network, faces, batch=3)
-    assert features.shape == (4, 2048) and features.dtype == np.float64
+    assert features.shape == (4, 16) and features.dtype == np.float64
     assert np.allclose(features[:2], inception_features(network, faces[:2]))
 
 
@@ -121,13 +126,13 @@ def test_missing_or_wrong_models_are_skipped_with_the_fix(tmp_path):
     assert models == {}
     assert set(skipped) == {"inception", "clip", "cmmd_clip", "dino", "imagereward"}
     assert (
-        "--inception FILE" in skipped["inception"] and "weights-inception-2015-12-05" in skipped["inception"]
+        "--inception FILE" in skipped["inception"] and "inception-2015-12-05.pt" in skipped["inception"]
     )
     assert "--clip FOLDER" in skipped["clip"] and "--dino FOLDER" in skipped["dino"]
     assert "ImageReward.pt" in skipped["imagereward"]
     corrupt = tmp_path / "inception.pth"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(MetricUnavailable, match="not the Inception-v3 state dict"):
+    with pytest.raises(MetricUnavailable, match="not a TorchScript Inception"):
         load_inception(corrupt)
     with pytest.raises(MetricUnavailable, match="is not a folder"):
         load_clip(tmp_path / "missing")
@@ -174,3 +179,13 @@ def test_eval_reports_paper_metrics_and_skips(tmp_path, clip_folder, dino_folder
 def test_frechet_of_identical_sets_is_zero_with_any_extractor(inception_file):
     features = inception_features(load_inception(inception_file), _faces(12, 4))
     assert frechet_distance(features, features) == pytest.approx(0, abs=1e-3)
+
+
+def test_clean_resize_matches_clean_fid_conventions():
+    flat = clean_resize(Image.new("RGB", (64, 64), (10, 200, 255)))
+    assert flat.shape == (299, 299, 3) and flat.dtype == np.float32
+    assert np.allclose(flat, [10, 200, 255], atol=1e-3)
+    edges = clean_resize(
+        Image.fromarray(np.kron(np.eye(2), np.ones((16, 16)))[..., None].repeat(3, -1).astype(np.uint8) * 255)
+    )
+    assert edges.min() >= 0 and edges.max() <= 255  # bicubic overshoot is clipped, as clean-fid does

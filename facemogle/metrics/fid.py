@@ -1,9 +1,12 @@
 """Fréchet distance and kernel inception distance (KID) between two sets of features, and the Inception-v3
-features of standard FID/KID (torchmetrics' port of the TF-slim FID network, weights from a local file)."""
+features of standard FID/KID as clean-fid computes them (the paper's protocol): the TorchScript
+Inception `inception-2015-12-05.pt` of StyleGAN2-ADA / clean-fid, from a local file, on images resized
+to 299² with PIL's bicubic filter per channel in float. Needs torch alone (no torchvision)."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,12 @@ from scipy import linalg
 
 from . import MetricUnavailable
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_HELP = (
-    f"the FID Inception-v3 weights file {INCEPTION_FILE} (torch-fidelity's release, "
-    "github.com/toshas/torch-fidelity/releases); pass it with --inception FILE"
+    f"the TorchScript Inception-v3 {INCEPTION_FILE} that clean-fid uses (nvlabs-fi-cdn.nvidia.com/"
+    f"stylegan2-ada-pytorch/pretrained/metrics/{INCEPTION_FILE}, downloaded beforehand); pass it with --inception FILE"
 )
+INCEPTION_SIZE = 299
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,33 +55,38 @@ def kernel_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
-def load_inception(path: str | os.PathLike | None) -> torch.nn.Module:
-    """The FID Inception-v3 (2048-d pool features) from a local weights file; MetricUnavailable if missing."""
+def load_inception(path: str | os.PathLike | None) -> torch.jit.ScriptModule:
+    """The FID Inception-v3 (2048-d pool features) from a local TorchScript file; MetricUnavailable if missing."""
     if path is None:
         raise MetricUnavailable(f"Inception FID/KID need {INCEPTION_HELP}.")
     if not Path(path).is_file():
         raise MetricUnavailable(f"Inception FID/KID: {path} is not a file; they need {INCEPTION_HELP}.")
     try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
-    except ImportError as error:
-        raise MetricUnavailable(
-            f"Inception FID/KID need torchmetrics and torch-fidelity ({error}); pip install 'facemogle[eval]'."
-        ) from error
-    try:
-        return NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is the format of this file
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:  # a wrong or corrupt file: report it, never crash the evaluation
         raise MetricUnavailable(
-            f"Inception FID/KID: {path} is not the Inception-v3 state dict ({type(error).__name__}: "
+            f"Inception FID/KID: {path} is not a TorchScript Inception ({type(error).__name__}: "
             f"{str(error)[:200]}); they need {INCEPTION_HELP}."
         ) from error
 
 
+def clean_resize(image: Image.Image, size: int = INCEPTION_SIZE) -> np.ndarray:
+    """clean-fid's resize: each channel as a float image, PIL bicubic, clipped to [0, 255] → [size, size, 3]."""
+    channels = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    resized = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.BICUBIC)) for c in channels]
+    return np.stack(resized, axis=-1).clip(0, 255)
+
+
 def inception_features(network: torch.nn.Module, images: list[Image.Image], batch: int = 32) -> np.ndarray:
-    """[N, 2048] float64 features; the network resizes uint8 images to 299² (bilinear, antialiased)."""
+    """[N, 2048] float64 pool features of images (any size; resized as clean-fid does)."""
     features = []
     for start in range(0, len(images), batch):
-        chunk = [np.asarray(image.convert("RGB")) for image in images[start : start + batch]]
-        pixels = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()  # [B, 3, H, W] uint8
+        chunk = np.stack([clean_resize(image) for image in images[start : start + batch]])
+        pixels = (
+            torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous()
+        )  # [B, 3, 299, 299] float in [0, 255]
         with torch.no_grad():
-            features.append(network(pixels).reshape(len(chunk), -1).double())
+            features.append(network(pixels, return_features=True).reshape(len(chunk), -1).double())
     return torch.cat(features).numpy()
