@@ -10,6 +10,7 @@ from PIL import Image
 
 from . import __version__
 from .data.folders import DatasetError
+from .flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from .images import image_grid
 from .labels import CLASSES, PALETTE, MaskError
 
@@ -192,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--text-guidance", type=float, default=2.0)
-    gen.add_argument("--mask-guidance", type=float, default=1.5)
+    gen.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
+    gen.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
     gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
     gen.add_argument(
         "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
@@ -268,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
-    ev.add_argument("--text-guidance", type=float, default=2.0)
-    ev.add_argument("--mask-guidance", type=float, default=1.5)
+    ev.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
+    ev.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
     paper = ev.add_argument_group(
         "the paper's metrics (skipped, with the reason in the report, when not given)"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from .labels import CLASSES, PALETTE, MaskError, colorize, load_mask
 
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -195,8 +196,8 @@ def build_app(pipe, parser=None):
                 )
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt])
                 with gr.Accordion("Settings", open=False):
-                    text_guidance = gr.Slider(1, 6, value=2.0, step=0.25, label="Text guidance")
-                    mask_guidance = gr.Slider(1, 6, value=1.5, step=0.25, label="Mask guidance")
+                    text_guidance = gr.Slider(1, 6, value=TEXT_GUIDANCE, step=0.25, label="Text guidance")
+                    mask_guidance = gr.Slider(1, 6, value=MASK_GUIDANCE, step=0.25, label="Mask guidance")
                     steps = gr.Slider(2, 50, value=20, step=1, label="Steps")
                     seed = gr.Number(0, precision=0, label="Seed")
                     random_seed = gr.Checkbox(False, label="Random seed")

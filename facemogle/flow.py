@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+# The sampler's default guidance scales. Text guidance trades attribute accuracy against realism (MODEL_CARD.md).
+TEXT_GUIDANCE = 4.0
+MASK_GUIDANCE = 1.5
+
 
 def sample_time(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Logit-normal training times: t = sigmoid(n), n ~ N(0, 1)."""

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .flow import combine_guidance, guidance_branches, sample_ode, time_grid, time_shift
+from .flow import (
+    MASK_GUIDANCE,
+    TEXT_GUIDANCE,
+    combine_guidance,
+    guidance_branches,
+    sample_ode,
+    time_grid,
+    time_shift,
+)
 from .images import tensor_to_images
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
@@ -212,8 +220,8 @@ class FaceMoGLEPipeline:
         prompt: str | None = None,
         mask: MaskSource | None = None,
         num_inference_steps: int = 20,
-        text_guidance: float = 2.0,
-        mask_guidance: float = 1.5,
+        text_guidance: float = TEXT_GUIDANCE,
+        mask_guidance: float = MASK_GUIDANCE,
         seed: int | None = 0,
         num_images: int = 1,
         height: int | None = None,

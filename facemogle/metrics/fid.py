@@ -62,7 +62,9 @@ def load_inception(path: str | os.PathLike | None) -> torch.jit.ScriptModule:
     if not Path(path).is_file():
         raise MetricUnavailable(f"Inception FID/KID: {path} is not a file; they need {INCEPTION_HELP}.")
     try:
-        with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is the format of this file
+        with (
+            warnings.catch_warnings()
+        ):  # TorchScript is deprecated in torch, but it is the format of this file
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:  # a wrong or corrupt file: report it, never crash the evaluation

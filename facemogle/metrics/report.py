@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.synthface import parse_caption
+from ..flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from ..images import image_grid, images_to_tensor
 from ..labels import colorize, resize_labels
 from . import MetricUnavailable
@@ -233,8 +234,8 @@ def evaluate(
     seed: int = 0,
     evaluators: str | os.PathLike | None = None,
     paper: PaperModels | None = None,
-    text_guidance: float = 2.0,
-    mask_guidance: float = 1.5,
+    text_guidance: float = TEXT_GUIDANCE,
+    mask_guidance: float = MASK_GUIDANCE,
 ) -> dict:
     """Generate with `model` (or read `images`, named {stem}.png) and write report.json, report.md, grid.png."""
     from ..evaluators import load_evaluator
