@@ -218,7 +218,9 @@ def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_
     assert pipe.config.guidance == 3.5  # FLUX's sampling guidance in the saved config
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "exported")]) == 0
     exported = load_file(tmp_path / "exported" / "mogle.safetensors")
-    assert all(torch.equal(v, load_file(model / "mogle.safetensors")[k]) for k, v in exported.items())  # both EMA
+    assert all(
+        torch.equal(v, load_file(model / "mogle.safetensors")[k]) for k, v in exported.items()
+    )  # both EMA
     assert pipe(prompt="she has blond hair", mask=face_like_labels(64), num_inference_steps=2)[0].size == (
         64,
         64,

@@ -125,9 +125,7 @@ def test_missing_or_wrong_models_are_skipped_with_the_fix(tmp_path):
     models, skipped = PaperModels().load()
     assert models == {}
     assert set(skipped) == {"inception", "clip", "cmmd_clip", "dino", "imagereward"}
-    assert (
-        "--inception FILE" in skipped["inception"] and "inception-2015-12-05.pt" in skipped["inception"]
-    )
+    assert "--inception FILE" in skipped["inception"] and "inception-2015-12-05.pt" in skipped["inception"]
     assert "--clip FOLDER" in skipped["clip"] and "--dino FOLDER" in skipped["dino"]
     assert "ImageReward.pt" in skipped["imagereward"]
     corrupt = tmp_path / "inception.pth"
