@@ -168,12 +168,13 @@ def paper_reference(items: list[EvalItem], train_items: list[EvalItem], models: 
     if "inception" in models:
         cache["inception"] = inception_features(models["inception"], real)
         values.update(_fid_kid(inception_features(models["inception"], train), cache["inception"]))
+    clip_images = _clip_images(models, real)
     if "cmmd_clip" in models:
-        cache["cmmd"] = models["cmmd_clip"].images(real)
+        cache["cmmd"] = clip_images["cmmd_clip"]
         values["cmmd"] = cmmd(models["cmmd_clip"].images(train), cache["cmmd"])
     if "clip" in models:
         cache["text"] = models["clip"].texts([i.prompt for i in items])
-        values["clip_score"] = clip_score(models["clip"].images(real), cache["text"])
+        values["clip_score"] = clip_score(clip_images["clip"], cache["text"])
     if "imagereward" in models:
         values["image_reward"] = image_reward(models["imagereward"], real, [i.prompt for i in items])
     return values, cache
@@ -184,15 +185,26 @@ def paper_scores(images: list[Image.Image], items: list[EvalItem], models: dict,
     values = {}
     if "inception" in models:
         values.update(_fid_kid(inception_features(models["inception"], images), cache["inception"]))
+    clip_images = _clip_images(models, images)
     if "cmmd_clip" in models:
-        values["cmmd"] = cmmd(models["cmmd_clip"].images(images), cache["cmmd"])
+        values["cmmd"] = cmmd(clip_images["cmmd_clip"], cache["cmmd"])
     if "dino" in models:
         values["dino_structure"] = models["dino"].distance(images, [i.real for i in items])
     if "clip" in models:
-        values["clip_score"] = clip_score(models["clip"].images(images), cache["text"])
+        values["clip_score"] = clip_score(clip_images["clip"], cache["text"])
     if "imagereward" in models:
         values["image_reward"] = image_reward(models["imagereward"], images, [i.prompt for i in items])
     return values
+
+
+def _clip_images(models: dict, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+    """CLIP image embeddings per CLIP family; computed once when CMMD uses the CLIP score's model."""
+    out: dict[str, torch.Tensor] = {}
+    for family in ("clip", "cmmd_clip"):
+        if family in models:
+            same = [f for f in out if models[f] is models[family]]
+            out[family] = out[same[0]] if same else models[family].images(images)
+    return out
 
 
 def _fid_kid(features: np.ndarray, reference: np.ndarray) -> dict:
