@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument(
         "--inception",
         metavar="FILE",
-        help="FID Inception-v3 weights (weights-inception-2015-12-05-6726825d.pth)",
+        help="clean-fid's TorchScript Inception-v3 (inception-2015-12-05.pt) for FID/KID",
     )
     paper.add_argument("--clip", metavar="FOLDER", help="CLIP model folder for the CLIP score (and CMMD)")
     paper.add_argument("--cmmd-clip", metavar="FOLDER", help="CLIP model folder for CMMD (default: --clip)")

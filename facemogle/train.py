@@ -49,9 +49,7 @@ class TrainConfig:
     flux: str | None = None  # flux backend: a local FLUX.1-dev folder in the diffusers layout
     lora_rank: int = 4  # flux backend: LoRA rank (alpha = rank, as the paper)
     gradient_checkpointing: bool = False
-    condition_cache: str | None = (
-        None  # folder of precomputed mask encodings; flux default: <out>/condition_cache
-    )
+    condition_cache: str | None = None  # precomputed mask encodings; flux default: <out>/condition_cache
     size: str = "small"  # compact model preset, see model.SIZES
     resolution: int = 64
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
@@ -94,9 +92,19 @@ class TrainConfig:
 
     def model_config(self) -> FaceMoGLEConfig:
         config = config_for_size(self.size, resolution=self.resolution)
-        config.mogle.gating, config.mogle.experts = self.gating, self.experts
-        config.mogle.num_experts = config.mogle.num_experts if self.local_experts else 1
+        config.mogle = self.mogle_config(config.mogle)
         return config
+
+    def mogle_config(self, base: MoGLEConfig | None = None) -> MoGLEConfig:
+        """The MoGLE ablation switches of this run applied to `base` (default sizes when None)."""
+        base = base or MoGLEConfig()
+        num_experts = base.num_experts if self.local_experts else 1
+        return dataclasses.replace(base, gating=self.gating, experts=self.experts, num_experts=num_experts)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Frozen full-scale weights and cached conditions: bfloat16 under bf16 mixed precision."""
+        return torch.bfloat16 if self.mixed_precision == "bf16" else torch.float32
 
 
 class TrainingObjective(torch.nn.Module):
@@ -265,13 +273,9 @@ def build_model(config: TrainConfig, device: torch.device | str) -> tuple[Denois
         raise RunFolderError(
             "--backend flux needs --flux FOLDER: a local FLUX.1-dev folder in the diffusers layout."
         )
-    mogle = MoGLEConfig(
-        gating=config.gating, experts=config.experts, num_experts=20 if config.local_experts else 1
-    )
     flux_config = FluxMoGLEConfig(flux_folder=config.flux, resolution=config.resolution, lora_rank=config.lora_rank,
-                                  lora_alpha=config.lora_rank, mogle=mogle)  # fmt: skip
-    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
-    model, text_encoder = load_flux(config.flux, config=flux_config, dtype=dtype, device=device)
+                                  lora_alpha=config.lora_rank, mogle=config.mogle_config())  # fmt: skip
+    model, text_encoder = load_flux(config.flux, config=flux_config, dtype=config.dtype, device=device)
     model.add_lora("gaussian")
     model.requires_grad_(False)
     for param in model.trainable_parameters():
@@ -348,11 +352,10 @@ def _condition_cache(config: TrainConfig, model: Denoiser, dataset, accelerator)
     from .data.cache import MANIFEST, ConditionCache, build_condition_cache
 
     encoder = f"{config.backend}:{config.flux or model.patch_size}"
-    dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
     if accelerator.is_main_process and not (Path(folder) / MANIFEST).is_file():
 
         def encode(labels: torch.Tensor) -> torch.Tensor:
-            return model.mask_tokens(labels.to(accelerator.device)).to("cpu", dtype)
+            return model.mask_tokens(labels.to(accelerator.device)).to("cpu", config.dtype)
 
         build_condition_cache(dataset, encode, folder, encoder)
     accelerator.wait_for_everyone()

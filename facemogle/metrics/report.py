@@ -54,7 +54,7 @@ class EvalItem:
 class PaperModels:
     """Local model files for the paper's metrics; a missing one makes its metrics "skipped: …"."""
 
-    inception: str | None = None  # torch-fidelity's FID Inception-v3 weights file
+    inception: str | None = None  # clean-fid's TorchScript Inception-v3 (inception-2015-12-05.pt)
     clip: str | None = None  # CLIP folder for the CLIP score (and CMMD when cmmd_clip is not given)
     cmmd_clip: str | None = None  # CLIP folder for CMMD (the paper: ViT-L/14-336)
     dino: str | None = None  # DINO ViT folder (the paper: dino-vitb8)
