@@ -48,7 +48,9 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     assert set(report["modes"]) == {"mask", "text", "both"} and report["n"] == 8
     assert "miou" in report["modes"]["mask"]["mask"] and "accuracy" in report["modes"]["text"]["text"]
     assert "text" not in report["modes"]["mask"] and "mask" not in report["modes"]["text"]
-    assert "| mask |" in (tmp_path / "ev" / "report.md").read_text()
+    low, high = report["modes"]["both"]["mask"]["miou_interval"]
+    assert low <= report["modes"]["both"]["mask"]["miou"] <= high
+    assert f"[{low:.3f}, {high:.3f}]" in (tmp_path / "ev" / "report.md").read_text()
     assert (tmp_path / "ev" / "grid.png").exists()
     first = sorted(p.stat().st_mtime_ns for p in (tmp_path / "ev" / "both").iterdir())
     assert main(args) == 0  # a second run reuses the generated images

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from facemogle.metrics.attributes import attribute_accuracy
+from facemogle.metrics.bootstrap import bootstrap_interval
 from facemogle.metrics.fid import frechet_distance, kernel_distance
 from facemogle.metrics.mask import mask_scores
 
@@ -30,6 +31,36 @@ def test_attribute_accuracy_counts_only_stated_attributes():
     assert result["pairs"] == 3
     assert result["accuracy"] == pytest.approx(2 / 3)
     assert result["per_attribute"] == {"hair_color": 0.5, "hat": 1.0}
+
+
+def test_mask_interval_spans_the_spread_over_images():
+    target = np.zeros((40, 8, 8), np.uint8)
+    target[:, :4] = 1
+    assert mask_scores(target, target)["miou_interval"] == [1.0, 1.0]  # every resample is perfect
+    predicted = target.copy()
+    predicted[::2] = 0  # half the images miss class 1 entirely
+    scores = mask_scores(predicted, target)
+    low, high = scores["miou_interval"]
+    assert low < scores["miou"] < high and high - low > 0.05
+    assert mask_scores(predicted, target)["miou_interval"] == [low, high]  # seeded: reports are reproducible
+
+
+def test_attribute_interval_narrows_with_more_images():
+    stated = [{"hat": True}] * 40
+    predicted = [{"hat": k % 4 != 0} for k in range(40)]  # 75% right
+    few = attribute_accuracy(predicted, stated)
+    many = attribute_accuracy(predicted * 10, stated * 10)
+    assert few["accuracy"] == many["accuracy"] == 0.75
+    assert few["accuracy_interval"][0] < 0.75 < few["accuracy_interval"][1]
+    assert np.diff(many["accuracy_interval"]) < 0.6 * np.diff(few["accuracy_interval"])
+
+
+def test_bootstrap_interval_of_a_mean_matches_its_standard_error():
+    values = np.random.default_rng(1).normal(size=(400, 2))
+    values[:, 1] = 1  # [N, 2]: value, count → the mean
+    low, high = bootstrap_interval(values, lambda total: total[0] / total[1])
+    assert (high - low) / 2 == pytest.approx(1.96 * values[:, 0].std() / np.sqrt(400), rel=0.15)
+    assert np.isnan(bootstrap_interval(values[:0], lambda total: 0.0)).all()  # no items, no interval
 
 
 def test_frechet_distance():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..labels import CLASSES, NUM_CLASSES
+from .bootstrap import bootstrap_interval
 
 
 def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -14,16 +15,28 @@ def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def mask_scores(predicted: np.ndarray, target: np.ndarray) -> dict:
-    """mIoU over the classes present in either map set, pixel accuracy, and the per-class IoU table."""
-    matrix = confusion(predicted, target)
-    intersection = np.diag(matrix).astype(float)
-    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
-    present = union > 0
-    iou = np.where(present, intersection / np.maximum(union, 1), np.nan)
+    """mIoU over the classes present in either map set (with its 95% bootstrap interval over images), pixel
+    accuracy, and the per-class IoU table. predicted, target: [N, H, W] label maps."""
+    per_image = np.stack([confusion(p, t) for p, t in zip(predicted, target, strict=True)])  # [N, 19, 19]
+    matrix = per_image.sum(0)
+    iou = class_iou(matrix)
     return {
-        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
-        "pixel_accuracy": float(intersection.sum() / max(matrix.sum(), 1)),
+        "miou": miou(matrix),
+        "miou_interval": bootstrap_interval(per_image, miou),
+        "pixel_accuracy": float(np.diag(matrix).sum() / max(matrix.sum(), 1)),
         "per_class_iou": {
             CLASSES[k]: (None if np.isnan(iou[k]) else float(iou[k])) for k in range(NUM_CLASSES)
         },
     }
+
+
+def class_iou(matrix: np.ndarray) -> np.ndarray:
+    """[19] IoU per class from a confusion matrix; NaN for a class absent from both maps."""
+    intersection = np.diag(matrix).astype(float)
+    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+    return np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
+
+
+def miou(matrix: np.ndarray) -> float:
+    iou = class_iou(matrix)
+    return float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan")

@@ -316,13 +316,14 @@ def markdown(report: dict) -> str:
     for mode, result in report["modes"].items():
         mask, text = result.get("mask"), result.get("text")
         lines.append(
-            f"| {mode} | {_fmt(mask and mask['miou'])} | {_fmt(mask and mask['pixel_accuracy'])} | "
-            f"{_fmt(text and text['accuracy'])} | {result['frechet']:.3f} | {result['kid']:.4f} |"
+            f"| {mode} | {_with_interval(mask, 'miou')} | {_fmt(mask and mask['pixel_accuracy'])} | "
+            f"{_with_interval(text, 'accuracy')} | {result['frechet']:.3f} | {result['kid']:.4f} |"
         )
     lines.append(
-        f"| real faces (reference) | {_fmt(ref['mask']['miou'])} | {_fmt(ref['mask']['pixel_accuracy'])} | "
-        f"{_fmt(ref['text']['accuracy'])} | {ref['frechet']:.3f} (train vs test) | {ref['kid']:.4f} |"
+        f"| real faces (reference) | {_with_interval(ref['mask'], 'miou')} | {_fmt(ref['mask']['pixel_accuracy'])} | "
+        f"{_with_interval(ref['text'], 'accuracy')} | {ref['frechet']:.3f} (train vs test) | {ref['kid']:.4f} |"
     )
+    lines += ["", "In brackets: the 95% bootstrap interval over the N items (1,000 resamplings)."]
     lines += ["", "Per-class IoU of the parser on generated faces (mask mode) and on real faces:", "",
               "| class | generated | real |", "|---|---|---|"]  # fmt: skip
     generated_iou = (
@@ -359,3 +360,11 @@ def _paper_cell(metric: str, values: dict, skipped: dict) -> str:
 
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _with_interval(scores: dict | None, key: str) -> str:
+    """A score with its 95% bootstrap interval, e.g. "0.712 [0.698, 0.725]"."""
+    if scores is None:
+        return "–"
+    low, high = scores[f"{key}_interval"]
+    return f"{_fmt(scores[key])} [{low:.3f}, {high:.3f}]"
