@@ -1,3 +1,5 @@
+import socket
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,10 @@ def mask_file(tmp_path):
     path = tmp_path / "mask.png"
     save_mask(face_like_labels(48), path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for servers and process groups started by a test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

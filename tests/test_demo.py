@@ -1,10 +1,9 @@
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import face_like_labels
+from conftest import face_like_labels, free_port
 from PIL import Image
 
 from facemogle.demo import (
@@ -77,12 +76,6 @@ def test_remote_host_needs_flag():
         launch(host="0.0.0.0")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian chromium not installed (apt-get install chromium)"
 )
@@ -95,7 +88,7 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
     from facemogle.evaluators.networks import EvaluatorConfig, FaceParser
 
     app = build_app(tiny_pipe, FaceParser(EvaluatorConfig("parser", 32)).eval())
-    port = _free_port()
+    port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     mask = tmp_path / "mask.png"
     save_mask(face_like_labels(32), mask)

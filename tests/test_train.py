@@ -6,6 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 
 from facemogle.cli import main
@@ -115,7 +116,7 @@ def test_two_processes_match_one_process(data, tmp_path):
     train(config(data, tmp_path / "one", steps=3, warmup=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", "29533", "-m", "facemogle.cli", "train",
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
          "--out", str(tmp_path / "two"), "--batch-size", "2", *common],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
