@@ -157,6 +157,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .metrics.compare import compare, compare_markdown
+
+    if len(args.evals) < 2:
+        raise UsageError("give two or more `facemogle eval --out` folders; the first is the baseline")
+    table = compare_markdown(compare(args.evals))
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     import torch
 
@@ -286,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--imagereward", metavar="FOLDER", help="folder with ImageReward.pt and med_config.json"
     )
     ev.set_defaults(func=cmd_eval)
+    cmp = sub.add_parser(
+        "compare", help="compare evaluations of several models on the same items (paired bootstrap intervals)"
+    )
+    cmp.add_argument("evals", nargs="+", help="`facemogle eval --out` folders; the first is the baseline")
+    cmp.add_argument("--out", help="also write the markdown table here")
+    cmp.set_defaults(func=cmd_compare)
     export = sub.add_parser(
         "export", help="write a model folder from a run's latest checkpoint (EMA weights)"
     )

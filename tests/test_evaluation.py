@@ -59,6 +59,25 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     assert main(["eval", "--images", str(tmp_path / "ev" / "both"), "--data", str(data), "--n", "8", "--mode", "both",
                  "--out", str(tmp_path / "ev2"), "--evaluators", str(evaluators)]) == 0  # fmt: skip
     assert json.loads((tmp_path / "ev2" / "report.json").read_text())["modes"]["both"]["n"] == 8
+    # compare: the same images on the same items differ by exactly nothing; other items are refused
+    capsys.readouterr()
+    assert (
+        main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev2"), "--out", str(tmp_path / "c.md")]) == 0
+    )
+    rows = [
+        line
+        for line in (tmp_path / "c.md").read_text().splitlines()
+        if line.startswith(f"| {tmp_path / 'ev2'}")
+    ]
+    assert len(rows) == 1 and "| both | " in rows[0] and rows[0].count("+0.000 [+0.000, +0.000]") == 2
+    assert main(["eval", "--images", str(tmp_path / "ev" / "both"), "--data", str(data), "--n", "4", "--mode", "both",
+                 "--out", str(tmp_path / "ev4"), "--evaluators", str(evaluators)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev4")]) == 2
+    assert "not evaluated on the same items (n 4 vs 8)" in capsys.readouterr().err
+    (tmp_path / "ev4" / "per_item.npz").unlink()
+    assert main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev4")]) == 2
+    assert "run the same `facemogle eval" in capsys.readouterr().err
     # unconditional samples (a realism baseline): Fréchet only; other settings in the same folder are refused
     assert (
         main([*args[:-4], "--mode", "none", "--out", str(tmp_path / "ev"), "--evaluators", str(evaluators)])

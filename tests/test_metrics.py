@@ -3,6 +3,7 @@ import pytest
 
 from facemogle.metrics.attributes import attribute_accuracy
 from facemogle.metrics.bootstrap import bootstrap_interval
+from facemogle.metrics.compare import paired_difference
 from facemogle.metrics.fid import frechet_distance, kernel_distance
 from facemogle.metrics.mask import mask_scores
 
@@ -61,6 +62,24 @@ def test_bootstrap_interval_of_a_mean_matches_its_standard_error():
     low, high = bootstrap_interval(values, lambda total: total[0] / total[1])
     assert (high - low) / 2 == pytest.approx(1.96 * values[:, 0].std() / np.sqrt(400), rel=0.15)
     assert np.isnan(bootstrap_interval(values[:0], lambda total: 0.0)).all()  # no items, no interval
+
+
+def test_paired_difference_resolves_what_separate_intervals_cannot():
+    rng = np.random.default_rng(0)
+    stated = np.full(200, 5.0)
+    first = np.stack(
+        [rng.integers(0, 6, 200).astype(float), stated], 1
+    )  # [N, 2]: hits of 5, items vary a lot
+    second = first.copy()
+    second[::5, 0] = np.minimum(second[::5, 0] + 1, 5)  # one more attribute right on every 5th item
+    rate = attribute_rate = lambda total: total[0] / total[1]  # noqa: E731
+    difference, (low, high) = paired_difference(first, second, attribute_rate)
+    assert (
+        difference == pytest.approx(rate(second.sum(0)) - rate(first.sum(0))) and 0 < low < difference < high
+    )
+    first_interval, second_interval = bootstrap_interval(first, rate), bootstrap_interval(second, rate)
+    assert first_interval[1] > second_interval[0]  # each score alone: the intervals overlap
+    assert paired_difference(first, first, rate) == (0.0, [0.0, 0.0])
 
 
 def test_frechet_distance():

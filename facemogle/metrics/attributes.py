@@ -15,20 +15,27 @@ def attribute_accuracy(predicted: list[dict], stated: list[dict]) -> dict:
     accuracy, and the number of pairs.
     """
     hits: dict[str, list[bool]] = {}
-    per_image = []  # [N, 2]: hits, stated attributes
     for guess, truth in zip(predicted, stated, strict=True):
-        correct = [guess.get(name) == value for name, value in truth.items()]
-        for name, hit in zip(truth, correct):
-            hits.setdefault(name, []).append(hit)
-        per_image.append((sum(correct), len(correct)))
+        for name, value in truth.items():
+            hits.setdefault(name, []).append(guess.get(name) == value)
     pairs = [hit for values in hits.values() for hit in values]
     return {
         "accuracy": sum(pairs) / len(pairs) if pairs else float("nan"),
-        "accuracy_interval": bootstrap_interval(np.array(per_image, float).reshape(-1, 2), _ratio),
+        "accuracy_interval": bootstrap_interval(attribute_hits(predicted, stated), hit_rate),
         "per_attribute": {name: sum(v) / len(v) for name, v in sorted(hits.items())},
         "pairs": len(pairs),
     }
 
 
-def _ratio(total: np.ndarray) -> float:
-    return total[0] / total[1] if total[1] else float("nan")
+def attribute_hits(predicted: list[dict], stated: list[dict]) -> np.ndarray:
+    """[N, 2] per image: stated attributes predicted right, stated attributes."""
+    counts = [
+        (sum(guess.get(name) == value for name, value in truth.items()), len(truth))
+        for guess, truth in zip(predicted, stated, strict=True)
+    ]
+    return np.array(counts, float).reshape(-1, 2)
+
+
+def hit_rate(total: np.ndarray) -> float:
+    """Accuracy from summed [2] (hits, stated) counts."""
+    return float(total[0] / total[1]) if total[1] else float("nan")

@@ -14,10 +14,19 @@ def confusion(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
+def image_confusions(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[N, 19, 19] confusion matrix per image. predicted, target: [N, H, W] label maps."""
+    return np.stack([confusion(p, t) for p, t in zip(predicted, target, strict=True)])
+
+
 def mask_scores(predicted: np.ndarray, target: np.ndarray) -> dict:
+    """Scores of [N, H, W] predicted label maps against the target maps (see `confusion_scores`)."""
+    return confusion_scores(image_confusions(predicted, target))
+
+
+def confusion_scores(per_image: np.ndarray) -> dict:
     """mIoU over the classes present in either map set (with its 95% bootstrap interval over images), pixel
-    accuracy, and the per-class IoU table. predicted, target: [N, H, W] label maps."""
-    per_image = np.stack([confusion(p, t) for p, t in zip(predicted, target, strict=True)])  # [N, 19, 19]
+    accuracy, and the per-class IoU table, from [N, 19, 19] per-image confusion matrices."""
     matrix = per_image.sum(0)
     iou = class_iou(matrix)
     return {

@@ -32,14 +32,16 @@ from ..flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from ..images import image_grid, images_to_tensor
 from ..labels import colorize, resize_labels
 from . import MetricUnavailable
-from .attributes import attribute_accuracy
+from .attributes import attribute_accuracy, attribute_hits
 from .clip import clip_score, cmmd, load_clip
 from .dino import load_dino
 from .fid import frechet_distance, inception_features, kernel_distance, load_inception
 from .imagereward import image_reward, load_imagereward
-from .mask import mask_scores
+from .mask import confusion_scores, image_confusions, mask_scores
 
 MODES = ("mask", "text", "both")
+# per-item counts beside report.json: "stems", "{mode}/confusion" [N, 19, 19], "{mode}/attributes" [N, 2]
+PER_ITEM = "per_item.npz"
 
 
 @dataclass
@@ -139,25 +141,29 @@ def generate(pipe, items: list[EvalItem], mode: str, out: Path, settings: dict) 
 
 def score(
     images: list[Image.Image], items: list[EvalItem], mode: str, parser, classifier, reference: dict
-) -> dict:
-    """Every metric that applies to a mode, for generated images in item order."""
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Every metric that applies to a mode, for generated images in item order, and the per-item counts
+    behind them (for paired comparisons between evaluations, see `compare`)."""
     resolution = classifier.config.resolution
     batch = images_to_tensor(images, resolution)
     result: dict = {"n": len(images)}
+    per_item = {}
     if mode in ("mask", "both"):
         predicted = torch.cat([parser.parse(chunk) for chunk in batch.split(64)]).numpy()
-        result["mask"] = mask_scores(
-            predicted, np.stack([resize_labels(i.labels, resolution) for i in items])
-        )
+        targets = np.stack([resize_labels(i.labels, resolution) for i in items])
+        per_item["confusion"] = image_confusions(predicted, targets)  # [N, 19, 19]
+        result["mask"] = confusion_scores(per_item["confusion"])
     if mode in ("text", "both"):
         predictions = [p for chunk in batch.split(64) for p in classifier.predict(chunk)]
-        result["text"] = attribute_accuracy(predictions, [parse_caption(i.prompt) for i in items])
+        stated = [parse_caption(i.prompt) for i in items]
+        per_item["attributes"] = attribute_hits(predictions, stated)  # [N, 2]
+        result["text"] = attribute_accuracy(predictions, stated)
     features = _features(classifier, batch)
     result["frechet"] = frechet_distance(features, reference["test_features"])
     result["kid"] = kernel_distance(
         features, reference["test_features"], subset_size=min(1000, len(features))
     )[0]
-    return result
+    return result, per_item
 
 
 def paper_reference(items: list[EvalItem], train_items: list[EvalItem], models: dict) -> tuple[dict, dict]:
@@ -272,14 +278,16 @@ def evaluate(
               "model": (str(model) if model else "the shipped default model") if pipe else None, "images": str(images) if images else None,
               "reference": {k: v for k, v in reference.items() if k != "test_features"},
               "paper_models": asdict(paper), "skipped": skipped, "modes": {}}  # fmt: skip
-    generated = {}
+    generated, per_item = {}, {"stems": np.array([i.stem for i in items])}
     for mode in modes:
         if pipe is not None:
             generated[mode] = generate(pipe, items, mode, out / mode, settings)
         else:
             generated[mode] = [Image.open(_find_image(Path(images), i.stem)).convert("RGB") for i in items]
-        report["modes"][mode] = score(generated[mode], items, mode, parser, classifier, reference)
+        report["modes"][mode], counts = score(generated[mode], items, mode, parser, classifier, reference)
+        per_item.update({f"{mode}/{name}": value for name, value in counts.items()})
         report["modes"][mode]["paper"] = paper_scores(generated[mode], items, paper_models, paper_cache)
+    np.savez(out / PER_ITEM, **per_item)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     sample_sheet(items[:8], generated).save(out / "grid.png")

@@ -1,0 +1,114 @@
+"""`facemogle compare`: evaluations of several models on the same items, each against the first, with
+paired bootstrap intervals of the differences (ablations: the same items and seeds, so the per-item
+noise cancels and smaller differences are resolved than by comparing each score's own interval)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .attributes import hit_rate
+from .bootstrap import bootstrap_interval
+from .mask import miou
+from .report import PER_ITEM
+
+PAIRED = {"confusion": ("miou", miou), "attributes": ("accuracy", hit_rate)}  # per-item counts → score
+
+
+class CompareError(ValueError):
+    """Evaluation folders that cannot be compared; the message names the folder and the fix."""
+
+
+def load_evaluation(folder: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """report.json and the per-item counts of one `facemogle eval --out` folder."""
+    folder = Path(folder)
+    if not (folder / "report.json").is_file():
+        raise CompareError(f"{folder} holds no report.json: give the --out folder of `facemogle eval`.")
+    if not (folder / PER_ITEM).is_file():
+        raise CompareError(
+            f"{folder} holds no {PER_ITEM} (written by facemogle eval since per-item counts were added): run the "
+            f"same `facemogle eval ... --out {folder}` again; it reuses the generated images and only rescores them."
+        )
+    with np.load(folder / PER_ITEM) as arrays:
+        return json.loads((folder / "report.json").read_text()), dict(arrays)
+
+
+def compare(folders: list[str | os.PathLike]) -> list[dict]:
+    """One row per (evaluation, mode): its scores and, for the later evaluations where the first has the same
+    mode, the difference from the first with a 95% paired bootstrap interval over items."""
+    evaluations = [load_evaluation(folder) for folder in folders]
+    base_report, base = evaluations[0]
+    rows = []
+    for index, (folder, (report, arrays)) in enumerate(zip(folders, evaluations)):
+        _check_same_items(folders[0], base_report, base, folder, report, arrays)
+        for mode, result in report["modes"].items():
+            row = {"eval": str(folder), "mode": mode, "n": result["n"], "frechet": result["frechet"]}
+            for counts, (name, statistic) in PAIRED.items():
+                key = f"{mode}/{counts}"
+                if key not in arrays:
+                    continue
+                row[name] = statistic(arrays[key].sum(0))
+                if index > 0 and key in base:
+                    row[f"{name}_difference"], row[f"{name}_difference_interval"] = paired_difference(
+                        base[key], arrays[key], statistic
+                    )
+            rows.append(row)
+    return rows
+
+
+def paired_difference(
+    first: np.ndarray, second: np.ndarray, statistic: Callable[[np.ndarray], float]
+) -> tuple[float, list[float]]:
+    """statistic(second) − statistic(first) over the same items, with its 95% paired bootstrap interval.
+
+    first, second: [N, ...] additive per-item counts of the same N items (a resample draws both of an item).
+    """
+    paired = np.stack([first, second], axis=1)  # [N, 2, ...]
+
+    def difference(total: np.ndarray) -> float:
+        return statistic(total[1]) - statistic(total[0])
+
+    return difference(paired.sum(0)), bootstrap_interval(paired, difference)
+
+
+def _check_same_items(base_folder, base_report: dict, base: dict, folder, report: dict, arrays: dict) -> None:
+    settings = ("data", "split", "n")
+    differing = [k for k in settings if report[k] != base_report[k]]
+    if differing or not np.array_equal(arrays["stems"], base["stems"]):
+        what = ", ".join(f"{k} {report[k]} vs {base_report[k]}" for k in differing) or "different items"
+        raise CompareError(
+            f"{folder} and {base_folder} were not evaluated on the same items ({what}): rerun facemogle eval "
+            f"with the same --data, --split and --n for both."
+        )
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table; differences are against the first evaluation."""
+    lines = [
+        f"Differences against {rows[0]['eval']} on the same {rows[0]['n']} items, with 95% paired bootstrap "
+        "intervals (1,000 resamplings of the items).",
+        "",
+        "| evaluation | mode | mIoU ↑ | Δ mIoU | attribute acc ↑ | Δ acc | Fréchet ↓ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['eval']} | {row['mode']} | {_value(row, 'miou')} | {_difference(row, 'miou')} | "
+            f"{_value(row, 'accuracy')} | {_difference(row, 'accuracy')} | {row['frechet']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _value(row: dict, name: str) -> str:
+    return f"{row[name]:.3f}" if name in row else "–"
+
+
+def _difference(row: dict, name: str) -> str:
+    if f"{name}_difference" not in row:
+        return "–"
+    low, high = row[f"{name}_difference_interval"]
+    return f"{row[f'{name}_difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
