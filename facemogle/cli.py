@@ -158,7 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .metrics.compare import compare, compare_markdown
+    from .metrics.compare import compare, compare_grid, compare_markdown
 
     if len(args.evals) < 2:
         raise UsageError("give two or more `facemogle eval --out` folders; the first is the baseline")
@@ -166,6 +166,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(table)
     if args.out:
         Path(args.out).write_text(table)
+    if args.grid:
+        compare_grid(args.evals).save(args.grid)
+        print(f"grid: {args.grid} (mask | {' | '.join(args.evals)} per mode | real)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -302,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("evals", nargs="+", help="`facemogle eval --out` folders; the first is the baseline")
     cmp.add_argument("--out", help="also write the markdown table here")
+    cmp.add_argument("--grid", help="also save an image grid of the first 8 items here (PNG)")
     cmp.set_defaults(func=cmd_compare)
     export = sub.add_parser(
         "export", help="write a model folder from a run's latest checkpoint (EMA weights)"

@@ -1,6 +1,8 @@
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from facemogle.cli import main
 from facemogle.data.synthface import write_synthface
@@ -61,9 +63,13 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     assert json.loads((tmp_path / "ev2" / "report.json").read_text())["modes"]["both"]["n"] == 8
     # compare: the same images on the same items differ by exactly nothing; other items are refused
     capsys.readouterr()
-    assert (
-        main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev2"), "--out", str(tmp_path / "c.md")]) == 0
-    )
+    assert main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev2"), "--out", str(tmp_path / "c.md"),
+                 "--grid", str(tmp_path / "c.png")]) == 0  # fmt: skip
+    # grid: mask | ev's mask, text, both | ev2's both | real; ev's own sheet: mask | mask, text, both | real
+    grid = np.asarray(Image.open(tmp_path / "c.png"))
+    sheet = np.asarray(Image.open(tmp_path / "ev" / "grid.png"))
+    assert grid.shape[0] == sheet.shape[0] and grid.shape[1] == sheet.shape[1] * 6 // 5
+    assert np.array_equal(grid[:, : sheet.shape[1] - 34], sheet[:, :-34])  # the same items, images and order
     rows = [
         line
         for line in (tmp_path / "c.md").read_text().splitlines()

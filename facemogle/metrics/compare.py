@@ -10,11 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .attributes import hit_rate
 from .bootstrap import bootstrap_interval
 from .mask import miou
-from .report import PER_ITEM
+from .report import PER_ITEM, find_image, load_items, sample_sheet
 
 PAIRED = {"confusion": ("miou", miou), "attributes": ("accuracy", hit_rate)}  # per-item counts → score
 
@@ -73,6 +74,21 @@ def paired_difference(
         return statistic(total[1]) - statistic(total[0])
 
     return difference(paired.sum(0)), bootstrap_interval(paired, difference)
+
+
+def compare_grid(folders: list[str | os.PathLike], rows: int = 8) -> Image.Image:
+    """Rows: the first `rows` items; columns: mask | each evaluation's image per mode, in order | real face."""
+    evaluations = [load_evaluation(folder) for folder in folders]
+    generated = {}
+    for folder, (report, arrays) in zip(folders, evaluations):
+        for mode in report["modes"]:
+            images = Path(report["images"]) if report["images"] else Path(folder) / mode
+            generated[f"{folder}/{mode}"] = [
+                Image.open(find_image(images, stem)).convert("RGB") for stem in arrays["stems"][:rows]
+            ]
+    first = evaluations[0][0]
+    resolution = next(iter(generated.values()))[0].width
+    return sample_sheet(load_items(first["data"], first["split"], rows, resolution), generated)
 
 
 def _check_same_items(base_folder, base_report: dict, base: dict, folder, report: dict, arrays: dict) -> None:

@@ -283,7 +283,7 @@ def evaluate(
         if pipe is not None:
             generated[mode] = generate(pipe, items, mode, out / mode, settings)
         else:
-            generated[mode] = [Image.open(_find_image(Path(images), i.stem)).convert("RGB") for i in items]
+            generated[mode] = [Image.open(find_image(Path(images), i.stem)).convert("RGB") for i in items]
         report["modes"][mode], counts = score(generated[mode], items, mode, parser, classifier, reference)
         per_item.update({f"{mode}/{name}": value for name, value in counts.items()})
         report["modes"][mode]["paper"] = paper_scores(generated[mode], items, paper_models, paper_cache)
@@ -294,7 +294,8 @@ def evaluate(
     return report
 
 
-def _find_image(folder: Path, stem: str) -> Path:
+def find_image(folder: Path, stem: str) -> Path:
+    """The image of one item in a folder of generated images, named {stem}.png (or .jpg, .jpeg, .webp)."""
     for ext in (".png", ".jpg", ".jpeg", ".webp"):
         if (folder / f"{stem}{ext}").exists():
             return folder / f"{stem}{ext}"
