@@ -16,6 +16,7 @@ from torch import nn
 
 from facemogle.model import FaceMoGLEModel, StepRandomness, config_for_size
 from facemogle.pipeline import FaceMoGLEPipeline
+from facemogle.precision import bf16_is_fast
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -125,7 +126,9 @@ def main() -> None:
         dtype = "bfloat16" if bf16 else "float32"
         print(f"| {name} | {rates[name]:.1f} | {flops / seconds / 1e9:.0f} | {in_gemm:.0f} | "
               f"{in_gemm / peak[dtype]:.0%} | {attention_seconds / seconds:.0%} |")  # fmt: skip
-    print(f"bfloat16 / float32 training throughput: {rates['bfloat16 autocast'] / rates['float32']:.2f}×\n")
+    print(f"bfloat16 / float32 training throughput: {rates['bfloat16 autocast'] / rates['float32']:.2f}× "
+          f"(native bfloat16 on this CPU: {bf16_is_fast('cpu')}, so 'auto' picks "
+          f"{'bfloat16' if bf16_is_fast('cpu') else 'float32'})\n")  # fmt: skip
 
     model.eval()
     mask = labels[0].numpy().astype(np.uint8)

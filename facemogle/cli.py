@@ -123,7 +123,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         if field.type in ("bool", bool):
             parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
         else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
+            kind = {"int": int, "int | None": int, "float": float}.get(str(field.type), str)
             parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
 
 

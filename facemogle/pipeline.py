@@ -26,6 +26,7 @@ from .images import tensor_to_images
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
 from .mogle import MoGLEConfig
+from .precision import bf16_is_fast
 from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder
 from .transformer import AttentionOptions
 
@@ -132,8 +133,8 @@ class FaceMoGLEPipeline:
 
         Compact scale: model.safetensors. Full scale: the LoRA in the diffusers format, MoGLE as
         safetensors and in the authors' released .pt layout; the FLUX folder is referenced, not copied.
-        dtype: store the compact weights in this dtype (bfloat16 halves the file; sampling runs under
-        bfloat16 autocast anyway, and loading casts them back to the model's float32).
+        dtype: store the compact weights in this dtype (bfloat16 halves the file; loading casts them back
+        to the model's float32).
         """
         from safetensors.torch import save_file
 
@@ -229,7 +230,7 @@ class FaceMoGLEPipeline:
         sampler: str = "euler",
         condition_strength: float = 1.0,
         fit: Fit = "error",
-        autocast: bool = True,
+        autocast: bool | None = None,
         progress: bool = False,
         unconditional: bool = False,
     ) -> list[Image.Image]:
@@ -239,7 +240,8 @@ class FaceMoGLEPipeline:
         mask: a label map or colour mask in any form `load_mask` reads; another size is resized
         (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
         text_guidance / mask_guidance: separate classifier-free guidance scales (1 = no guidance).
-        autocast: bfloat16 autocast on the model's device (on CPU faster, see benchmarks/bench_transformer.py).
+        autocast: bfloat16 autocast on the model's device; None: where the device runs bfloat16 fast
+            (GPUs, CPUs with AVX512-BF16 or AMX; see benchmarks/bench_transformer.py).
         """
         self._check_inputs(prompt, mask, num_inference_steps, num_images, unconditional)
         height, width = self._check_size(height, width)
@@ -256,6 +258,7 @@ class FaceMoGLEPipeline:
         )  # fmt: skip
         grid = time_grid(num_inference_steps, time_shift(rows * cols)).to(device)
         bar = _progress_bar(num_inference_steps) if progress else None
+        autocast = bf16_is_fast(device) if autocast is None else autocast
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message="Mismatch dtype between input and weight"

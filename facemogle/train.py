@@ -28,6 +28,7 @@ from .flow import ModalityDropout
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, StepRandomness, config_for_size
 from .mogle import MoGLEConfig
 from .pipeline import FaceMoGLEPipeline, atomic_write, load_text_encoder
+from .precision import resolve_mixed_precision
 from .text import TextEncoder
 
 CHECKPOINTS = "checkpoints"
@@ -52,6 +53,7 @@ class TrainConfig:
     condition_cache: str | None = None  # precomputed mask encodings; flux default: <out>/condition_cache
     size: str = "small"  # compact model preset, see model.SIZES
     resolution: int = 64
+    patch_size: int | None = None  # compact: pixels per token side; None: the preset's (4 at "small")
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
     local_experts: bool = True  # False: the global expert alone (ablation)
@@ -64,7 +66,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | prodigy
     grad_clip: float = 1.0
     ema: float = 0.999
-    mixed_precision: str = "bf16"  # bf16 | no
+    mixed_precision: str = "auto"  # auto (bf16 where the device runs it fast) | bf16 | no
     seed: int = 0
     drop_text: float = 0.1
     drop_mask: float = 0.1
@@ -91,7 +93,8 @@ class TrainConfig:
         return cls(**data)
 
     def model_config(self) -> FaceMoGLEConfig:
-        config = config_for_size(self.size, resolution=self.resolution)
+        overrides = {"patch_size": self.patch_size} if self.patch_size else {}
+        config = config_for_size(self.size, resolution=self.resolution, **overrides)
         config.mogle = self.mogle_config(config.mogle)
         return config
 
@@ -125,11 +128,11 @@ def train(
     from accelerate import Accelerator
 
     out = Path(config.out)
-    if config.mixed_precision not in ("bf16", "no"):
-        raise ValueError(f"mixed_precision must be 'bf16' or 'no', got {config.mixed_precision!r}.")
     # Autocast and gradient accumulation are done here, not by accelerate, whose process-wide state
     # could not change between runs in one process.
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    mixed_precision = resolve_mixed_precision(config.mixed_precision, accelerator.device)
+    config = dataclasses.replace(config, mixed_precision=mixed_precision)  # the saved config says which
     autocast = torch.autocast(
         accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
     )

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from facemogle.cli import main
 from facemogle.data.synthface import write_synthface
+from facemogle.precision import resolve_mixed_precision
 from facemogle.train import DataOrder, RunFolderError, TrainConfig, loss_curve, train
 
 
@@ -51,6 +52,14 @@ def test_training_changes_weights_and_logs(data, tmp_path):
 
     pipe = FaceMoGLEPipeline.from_pretrained(run / "model")
     assert pipe(prompt="a woman", num_inference_steps=2)[0].size == (32, 32)
+
+
+def test_auto_precision_and_patch_size_are_saved(data, tmp_path):
+    run = train(config(data, tmp_path / "r", steps=1, mixed_precision="auto", patch_size=8))
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["mixed_precision"] == resolve_mixed_precision("auto", "cpu")
+    assert saved["patch_size"] == 8
+    assert json.loads((run / "model" / "config.json").read_text())["patch_size"] == 8
 
 
 def test_run_folder_is_protected(data, tmp_path):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..labels import LEFT_RIGHT_SWAP
+from ..precision import bf16_is_fast
 from .networks import (
     BINARY,
     CATEGORICAL,
@@ -148,7 +149,7 @@ def train_evaluator(
         index = torch.randint(len(train_images), (batch_size,), generator=generator)
         images, labels = augment(train_images[index], train_labels[index], generator)
         targets = {k: v[index] for k, v in train_targets.items()}
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_is_fast("cpu")):
             loss = _loss(kind, network, images, labels, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
