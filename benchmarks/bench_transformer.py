@@ -126,9 +126,9 @@ def main() -> None:
         dtype = "bfloat16" if bf16 else "float32"
         print(f"| {name} | {rates[name]:.1f} | {flops / seconds / 1e9:.0f} | {in_gemm:.0f} | "
               f"{in_gemm / peak[dtype]:.0%} | {attention_seconds / seconds:.0%} |")  # fmt: skip
+    native = bf16_is_fast("cpu")
     print(f"bfloat16 / float32 training throughput: {rates['bfloat16 autocast'] / rates['float32']:.2f}× "
-          f"(native bfloat16 on this CPU: {bf16_is_fast('cpu')}, so 'auto' picks "
-          f"{'bfloat16' if bf16_is_fast('cpu') else 'float32'})\n")  # fmt: skip
+          f"(native bfloat16 on this CPU: {native}, so 'auto' picks {'bfloat16' if native else 'float32'})\n")  # fmt: skip
 
     model.eval()
     mask = labels[0].numpy().astype(np.uint8)

@@ -425,6 +425,7 @@ def _prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite:
                 "lora_rank",
                 "size",
                 "resolution",
+                "patch_size",
                 "gating",
                 "experts",
                 "local_experts",

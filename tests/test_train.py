@@ -69,6 +69,8 @@ def test_run_folder_is_protected(data, tmp_path):
         train(cfg)
     with pytest.raises(RunFolderError, match="resume with the saved config"):
         train(config(data, tmp_path / "r", steps=4, seed=9), resume=True)
+    with pytest.raises(RunFolderError, match=r"\['patch_size'\]"):
+        train(config(data, tmp_path / "r", steps=4, patch_size=8), resume=True)
     train(config(data, tmp_path / "r", steps=3), resume=True)  # more steps on a finished run
     train(cfg, overwrite=True)
     unfinished = config(data, tmp_path / "u", steps=4)
