@@ -12,9 +12,34 @@ from dataclasses import dataclass
 
 import torch
 
-# The sampler's default guidance scales. Text guidance trades attribute accuracy against realism (MODEL_CARD.md).
+# The compact scale's default guidance scales. Text guidance trades attribute accuracy against realism (MODEL_CARD.md).
 TEXT_GUIDANCE = 4.0
 MASK_GUIDANCE = 1.5
+TEXT_ONLY_MODES = ("dropped", "background")
+
+
+@dataclass
+class SamplingDefaults:
+    """A model's sampling settings where the caller gives none; saved in its config.json as "sampling"."""
+
+    steps: int = 20
+    sampler: str = "euler"  # euler | heun
+    text_guidance: float = TEXT_GUIDANCE  # 1: no text guidance branch
+    mask_guidance: float = MASK_GUIDANCE  # 1: no mask guidance branch
+    # text → face: "dropped" leaves the mask stream out (a model trained with mask dropout);
+    # "background" conditions on an all-background mask (the authors' demo; their LoRA never saw no mask)
+    text_only: str = "dropped"
+
+    def __post_init__(self):
+        if self.text_only not in TEXT_ONLY_MODES:
+            raise ValueError(f"text_only must be one of {TEXT_ONLY_MODES}, got {self.text_only!r}.")
+        if self.sampler not in ("euler", "heun"):
+            raise ValueError(f"Unknown sampler {self.sampler!r}; use 'euler' or 'heun'.")
+
+
+# The authors' sampler for FLUX.1-dev + their LoRA: 28 Euler steps, no classifier-free guidance (one
+# transformer row per step; FLUX's guidance embedding, 3.5, is the model config's `guidance`).
+AUTHORS_SAMPLING = SamplingDefaults(steps=28, text_guidance=1.0, mask_guidance=1.0, text_only="background")
 
 
 def sample_time(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -64,8 +89,11 @@ def sample_ode(
     grid: torch.Tensor,
     method: str = "euler",
     progress: Callable | None = None,
+    on_step_end: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Integrate dx/dt = v(x, t) from t = grid[0] (noise) to grid[-1]; Euler, or Heun's second order."""
+    """Integrate dx/dt = v(x, t) from t = grid[0] (noise) to grid[-1]; Euler, or Heun's second order.
+
+    on_step_end(i, t, x) → x: called after step i (t the step's start time); what it returns goes on."""
     if method not in ("euler", "heun"):
         raise ValueError(f"Unknown sampler {method!r}; use 'euler' or 'heun'.")
     x = noise
@@ -77,19 +105,23 @@ def sample_ode(
         if method == "heun" and t_next > 0:
             v_next = velocity(x_next, t_next.expand(x.shape[0]))
             x_next = x + (t_next - t) * (v + v_next) / 2
-        x = x_next
+        x = x_next if on_step_end is None else on_step_end(i, t, x_next)
     return x
 
 
 def guidance_branches(
     has_text: bool, has_mask: bool, text_scale: float, mask_scale: float
 ) -> list[tuple[bool, bool]]:
-    """The (text, mask) branches a guided prediction needs, full condition first; scale 1 needs no extra branch."""
+    """The (text, mask) branches a guided prediction needs, full condition first; scale 1 needs no extra branch.
+
+    Mask guidance compares v(mask) with v(∅), so with text present it needs the (no text, mask) branch
+    whatever the text scale."""
     branches = [(has_text, has_mask)]
-    if has_mask and mask_scale != 1.0:
-        branches.append((False, False))
-    if has_text and text_scale != 1.0:
+    mask_guided = has_mask and mask_scale != 1.0
+    if has_text and (text_scale != 1.0 or mask_guided):
         branches.append((False, has_mask))
+    if mask_guided:
+        branches.append((False, False))
     return list(dict.fromkeys(branches))
 
 
@@ -101,13 +133,14 @@ def combine_guidance(
     mask_scale: float,
 ) -> torch.Tensor:
     """Compositional classifier-free guidance with separate scales:
-    v = v(∅) + s_mask·(v(mask) − v(∅)) + s_text·(v(text, mask) − v(mask)), reduced to the branches present."""
-    full = predictions[(has_text, has_mask)]
-    without_text = predictions.get((False, has_mask), full)
-    unconditional = predictions.get((False, False), without_text)
-    v = without_text
-    if has_mask:
-        v = unconditional + mask_scale * (without_text - unconditional)
-    if has_text:
-        v = v + text_scale * (full - without_text)
+    v = v(∅) + s_mask·(v(mask) − v(∅)) + s_text·(v(text, mask) − v(mask)), from the branches that
+    `guidance_branches` lists (a term whose scale is 1 needs none of its own)."""
+    v = predictions[(has_text, has_mask)]
+    if has_text and text_scale != 1.0:
+        without_text = predictions[(False, has_mask)]
+        v = without_text + text_scale * (v - without_text)
+    if has_mask and mask_scale != 1.0:
+        without_text = predictions[(False, True)]
+        unconditional = predictions[(False, False)]
+        v = v + (mask_scale - 1.0) * (without_text - unconditional)
     return v

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from .flow import AUTHORS_SAMPLING, SamplingDefaults
 from .labels import split_mask
 from .model import Denoiser
 from .mogle import MoGLE, MoGLEConfig
@@ -47,11 +49,16 @@ class FluxMoGLEConfig:
     max_text_tokens: int = 512
     lora_rank: int = 4
     lora_alpha: int = 4
+    vae_batch_size: int = 20  # images per VAE encoder call: one mask's 20 maps (bench_flux.py: its memory)
+    condition_cache_bytes: int = 2**30  # in-memory cache of encoded masks (≈ 200 masks at 512² in float32)
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
+    sampling: SamplingDefaults = field(default_factory=lambda: replace(AUTHORS_SAMPLING))
 
     def __post_init__(self):
         if isinstance(self.mogle, dict):
             self.mogle = MoGLEConfig(**self.mogle)
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingDefaults(**self.sampling)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +89,16 @@ def unpack(tokens: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     b, _, dim = tokens.shape
     x = tokens.view(b, rows, cols, dim // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, rows, 2, cols, 2]
     return x.reshape(b, dim // 4, rows * 2, cols * 2)
+
+
+def _mask_key(labels: torch.Tensor) -> str:
+    """A label map's content hash (values and shape) for the condition cache."""
+    array = labels.cpu().numpy().astype("uint8")
+    return hashlib.sha1(array.tobytes() + repr(array.shape).encode()).hexdigest()
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 class FluxTextEncoder:
@@ -128,15 +145,19 @@ class FluxFaceMoGLE(Denoiser):
             raise ValueError(
                 f"MoGLE works on {config.mogle.token_dim}-dim tokens, the VAE packs {self.token_dim}."
             )
-        self._condition_cache: dict[str, torch.Tensor] = {}
+        self._condition_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # --- pixels and masks to tokens ---
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.mean
-        latents = (latents - (self.vae.config.shift_factor or 0.0)) * self.vae.config.scaling_factor
-        return pack(latents).float()
+        """[B, 3, H, W] in [-1, 1] → the VAE mean's tokens [B, N, 64], at most vae_batch_size images per call."""
+        config = self.vae.config
+        chunks = []
+        for chunk in images.split(self.config.vae_batch_size):
+            latents = self.vae.encode(chunk.to(self.vae.dtype)).latent_dist.mean
+            chunks.append(pack((latents - (config.shift_factor or 0.0)) * config.scaling_factor).float())
+        return torch.cat(chunks)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -146,22 +167,24 @@ class FluxFaceMoGLE(Denoiser):
         return self.vae.decode(latents).sample.float()
 
     def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
-        """All 20 maps of all masks in one VAE call, each mask encoded once (an in-memory cache by content)."""
-        keys = [
-            hashlib.sha1(m.cpu().numpy().astype("uint8").tobytes() + bytes(m.shape)).hexdigest()
-            for m in labels
-        ]
-        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # first index of each distinct mask
-        new = [i for key, i in first.items() if key not in self._condition_cache]
-        if new:
-            maps = split_mask(labels[new]) * 2 - 1  # [b, 20, 3, H, W] in [-1, 1]
-            b = maps.shape[0]
-            tokens = self.encode_images(maps.flatten(0, 1))  # [b·20, N, C]
-            for i, encoded in zip(new, tokens.view(b, 20, *tokens.shape[1:])):
-                if len(self._condition_cache) > 256:
-                    self._condition_cache.clear()
-                self._condition_cache[keys[i]] = encoded
-        return torch.stack([self._condition_cache[key] for key in keys])
+        """The 20 maps' tokens of each mask [B, 20, N, C]; each distinct mask is VAE-encoded once, in
+        chunks of vae_batch_size maps, and kept in a small in-memory cache (least recently used first out)."""
+        keys = [_mask_key(m) for m in labels]
+        found = {key: self._condition_cache[key] for key in keys if key in self._condition_cache}
+        first = {key: i for i, key in reversed(list(enumerate(keys))) if key not in found}
+        for key, i in first.items():
+            maps = split_mask(labels[i : i + 1]) * 2 - 1  # [1, 20, 3, H, W] in [-1, 1]
+            found[key] = self.encode_images(maps[0])  # [20, N, C]
+        for key in keys:
+            self._remember(key, found[key])
+        return torch.stack([found[key] for key in keys])
+
+    def _remember(self, key: str, tokens: torch.Tensor) -> None:
+        cache = self._condition_cache
+        cache[key] = cache.pop(key, tokens)  # most recently used last
+        size = sum(_nbytes(t) for t in cache.values())
+        while size > self.config.condition_cache_bytes and len(cache) > 1:
+            size -= _nbytes(cache.pop(next(iter(cache))))
 
     def guidance(self, batch: int, device) -> torch.Tensor | None:
         if not self.transformer.flux.config.guidance_embeds:

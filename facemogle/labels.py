@@ -128,11 +128,11 @@ def _open_image(fp, name: str) -> np.ndarray:
 def _image_to_array(image: Image.Image) -> np.ndarray:
     if image.width == 0 or image.height == 0:
         raise MaskError(f"The mask image is empty ({image.width}×{image.height}); pass a non-empty image.")
-    if image.mode == "P":
-        return np.asarray(image)  # palette indices are the labels (MM-CelebA-HQ format)
+    if image.mode in ("P", "PA"):
+        return np.asarray(image.getchannel(0))  # palette indices are the labels (MM-CelebA-HQ format)
     if image.mode in ("L", "I", "I;16", "I;16B", "I;16L"):
         return np.asarray(image).astype(np.int64)
-    if image.mode in ("LA", "PA"):
+    if image.mode == "LA":
         return np.asarray(image.convert("L"))
     return np.asarray(image.convert("RGB"))
 

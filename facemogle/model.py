@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .flow import ModalityDropout, noisy_sample, sample_time, velocity_target
+from .flow import ModalityDropout, SamplingDefaults, noisy_sample, sample_time, velocity_target
 from .labels import NUM_CLASSES
 from .latents import encode_masks, patchify, unpatchify
 from .mogle import MoGLE, MoGLEConfig
 from .text import TextEmbedding
-from .transformer import AttentionOptions, ConditionedFlux, image_ids, text_ids
+from .transformer import AttentionOptions, ConditionedFlux, StepConstants, image_ids, text_ids
 
 
 @dataclass
@@ -31,10 +31,13 @@ class FaceMoGLEConfig:
     text_dim: int = 384
     pooled_dim: int = 384
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def __post_init__(self):
         if isinstance(self.mogle, dict):
             self.mogle = MoGLEConfig(**self.mogle)
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingDefaults(**self.sampling)
         if self.resolution % self.patch_size:
             raise ValueError(
                 f"resolution {self.resolution} is not a multiple of patch_size {self.patch_size}."
@@ -150,7 +153,26 @@ class Denoiser(nn.Module):
 
     @property
     def mogle_dtype(self) -> torch.dtype:
-        return next(self.mogle.parameters()).dtype
+        """MoGLE's weights' dtype; float32 for the ablation with neither experts nor gate (no weights)."""
+        weight = next(self.mogle.parameters(), None)
+        return torch.float32 if weight is None else weight.dtype
+
+    def step_constants(
+        self,
+        text: TextEmbedding,
+        has_condition: bool,
+        condition_present: torch.Tensor | None = None,
+        attention: AttentionOptions | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> StepConstants:
+        """What every step of a sampling call shares (text embedding, positions, attention bias)."""
+        rows, cols = grid or self.grid(self.resolution, self.resolution)
+        device = text.tokens.device
+        return self.transformer.prepare(
+            text.tokens, text.pooled, image_ids(rows, cols, device), text_ids(text.tokens.shape[1], device),
+            rows * cols if has_condition else 0, text_mask=text.mask, condition_present=condition_present,
+            guidance=self.guidance(text.tokens.shape[0], device), attention=attention,
+        )  # fmt: skip
 
     def forward(
         self,
@@ -161,19 +183,22 @@ class Denoiser(nn.Module):
         condition_present: torch.Tensor | None = None,
         attention: AttentionOptions | None = None,
         grid: tuple[int, int] | None = None,
+        constants: StepConstants | None = None,
     ) -> torch.Tensor:
-        """noisy_tokens [B, N, C], t [B] → velocity [B, N, C]; MoGLE is re-run here since its gate sees x_t and t."""
-        rows, cols = grid or self.grid(self.resolution, self.resolution)
-        device = noisy_tokens.device
+        """noisy_tokens [B, N, C], t [B] → velocity [B, N, C]; MoGLE is re-run here since its gate sees x_t and t.
+
+        constants: `step_constants` of the same text, condition flags, attention and grid, built once
+        per sampling call; built here when None."""
+        if constants is None:
+            constants = self.step_constants(text, condition is not None, condition_present, attention, grid)
         condition_tokens = None
         if condition is not None:
             condition_tokens = self.mogle.mix(
                 condition.hidden, condition.global_tokens, noisy_tokens.to(self.mogle_dtype), t
-            ).to(noisy_tokens.dtype)
+            )  # [B, N, C]
         return self.transformer(
-            noisy_tokens, t, text.tokens, text.pooled, image_ids(rows, cols, device), text_ids(text.tokens.shape[1], device),
-            condition_tokens=condition_tokens, text_mask=text.mask, condition_present=condition_present,
-            guidance=self.guidance(noisy_tokens.shape[0], device), attention=attention,
+            noisy_tokens, t, text.tokens, text.pooled, None, None, condition_tokens=condition_tokens,
+            guidance=self.guidance(noisy_tokens.shape[0], noisy_tokens.device), constants=constants,
         )  # fmt: skip
 
     def loss(

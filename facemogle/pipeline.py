@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -14,8 +15,7 @@ import torch
 from PIL import Image
 
 from .flow import (
-    MASK_GUIDANCE,
-    TEXT_GUIDANCE,
+    TEXT_ONLY_MODES,
     combine_guidance,
     guidance_branches,
     sample_ode,
@@ -37,6 +37,7 @@ FLUX_FORMAT = "facemogle-flux"
 MOGLE_FILE = "mogle.safetensors"
 OFFICIAL_MOGLE_FILE = "global_local_mask_moe.pt"
 MAX_PROMPT_CHARS = 2000
+OUTPUT_TYPES = ("pil", "np", "pt")
 
 
 class CheckpointError(ValueError):
@@ -220,51 +221,90 @@ class FaceMoGLEPipeline:
         self,
         prompt: str | None = None,
         mask: MaskSource | None = None,
-        num_inference_steps: int = 20,
-        text_guidance: float = TEXT_GUIDANCE,
-        mask_guidance: float = MASK_GUIDANCE,
+        num_inference_steps: int | None = None,
+        text_guidance: float | None = None,
+        mask_guidance: float | None = None,
         seed: int | None = 0,
         num_images: int = 1,
         height: int | None = None,
         width: int | None = None,
-        sampler: str = "euler",
+        sampler: str | None = None,
         condition_strength: float = 1.0,
         fit: Fit = "error",
         autocast: bool | None = None,
         progress: bool = False,
         unconditional: bool = False,
-    ) -> list[Image.Image]:
+        text_only: str | None = None,
+        generator: torch.Generator | None = None,
+        callback_on_step_end: Callable | None = None,
+        output_type: str = "pil",
+    ) -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Generate num_images faces. At least one of prompt and mask is required, unless unconditional=True
         (samples from neither, e.g. for a realism baseline).
 
         mask: a label map or colour mask in any form `load_mask` reads; another size is resized
         (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
-        text_guidance / mask_guidance: separate classifier-free guidance scales (1 = no guidance).
+        num_inference_steps, text_guidance, mask_guidance (separate classifier-free guidance scales,
+            1 = none), sampler and text_only ("dropped": no mask stream; "background": an all-background
+            mask) default to the model's `config.sampling` (compact: 20 Euler steps, guidance 4 / 1.5;
+            full scale: the authors' 28 Euler steps without classifier-free guidance).
+        generator: a torch.Generator for the noise (then seed is not used).
+        callback_on_step_end(pipe, step, t, {"latents": x}) → dict: called after each step; a "latents"
+            entry it returns replaces x (diffusers' convention).
+        output_type: "pil" (a list of images), "np" ([B, H, W, 3] floats in [0, 1]) or "pt" ([B, 3, H, W]).
         autocast: bfloat16 autocast on the model's device; None: where the device runs bfloat16 fast
             (GPUs, CPUs with AVX512-BF16 or AMX; see benchmarks/bench_transformer.py).
         """
-        self._check_inputs(prompt, mask, num_inference_steps, num_images, unconditional)
+        # 1. Check inputs; fill what the caller left out from the model's sampling defaults
+        defaults = self.config.sampling
+        steps = num_inference_steps if num_inference_steps is not None else defaults.steps
+        text_only = text_only or defaults.text_only
+        self._check_inputs(prompt, mask, steps, num_images, unconditional, text_only, output_type)
         height, width = self._check_size(height, width)
         has_text = bool(prompt and prompt.strip())
         labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
-        generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+        scales = (
+            defaults.text_guidance if text_guidance is None else text_guidance,
+            defaults.mask_guidance if mask_guidance is None else mask_guidance,
+        )
+        if labels is None and has_text and text_only == "background":
+            labels, scales = (
+                np.zeros((height, width), np.int64),
+                (scales[0], 1.0),
+            )  # the authors' text-only input
+        # 2. Prepare the noise, the guidance branches and the time grid
         rows, cols = self.model.grid(height, width)
         device = self.device
-        noise = torch.randn(num_images, rows * cols, self.model.token_dim, generator=generator).to(device)
-        branches = guidance_branches(has_text, labels is not None, text_guidance, mask_guidance)
-        velocity = self._guided_velocity(
-            prompt if has_text else "", labels, branches, num_images, (text_guidance, mask_guidance),
-            AttentionOptions(condition_strength=condition_strength), (rows, cols),
-        )  # fmt: skip
-        grid = time_grid(num_inference_steps, time_shift(rows * cols)).to(device)
-        bar = _progress_bar(num_inference_steps) if progress else None
+        noise = _noise((num_images, rows * cols, self.model.token_dim), seed, generator).to(device)
+        branches = guidance_branches(has_text, labels is not None, *scales)
+        grid = time_grid(steps, time_shift(rows * cols)).to(device)
         autocast = bf16_is_fast(device) if autocast is None else autocast
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="Mismatch dtype between input and weight"
-            )  # rms_norm, harmless
-            tokens = sample_ode(velocity, noise, grid, sampler, progress=bar)
-        return tensor_to_images(self.model.decode(tokens.float(), height, width))
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # rms_norm
+            # 3. Encode the prompt and the mask once; build the per-step constants once
+            velocity = self._guided_velocity(
+                prompt if has_text else "", labels, branches, num_images, scales,
+                AttentionOptions(condition_strength=condition_strength), (rows, cols),
+            )  # fmt: skip
+            # 4. Denoise
+            tokens = sample_ode(
+                velocity, noise, grid, sampler or defaults.sampler,
+                progress=_progress_bar(steps) if progress else None,
+                on_step_end=self._step_end(callback_on_step_end),
+            )  # fmt: skip
+        # 5. Decode
+        return _output(self.model.decode(tokens.float(), height, width), output_type)
+
+    def _step_end(self, callback: Callable | None):
+        """diffusers' callback_on_step_end convention, as the sampler's on_step_end(i, t, x) → x."""
+        if callback is None:
+            return None
+
+        def on_step_end(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            returned = callback(self, i, t, {"latents": x}) or {}
+            return returned.get("latents", x)
+
+        return on_step_end
 
     def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
         """The velocity function of the sampler: all guidance branches in one batched forward."""
@@ -280,10 +320,11 @@ class FaceMoGLEPipeline:
             present = torch.tensor(
                 [use_mask for _, use_mask in branches], device=self.device
             ).repeat_interleave(num_images)
+        constants = self.model.step_constants(text, has_mask, present, attention, grid)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             k = len(branches)
-            v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, present, attention, grid)
+            v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, constants=constants)
             predictions = dict(zip(branches, v.float().chunk(k)))
             return combine_guidance(predictions, has_text, has_mask, scales[0], scales[1])
 
@@ -295,7 +336,7 @@ class FaceMoGLEPipeline:
         self.model.grid(height, width)
         return height, width
 
-    def _check_inputs(self, prompt, mask, steps, num_images, unconditional) -> None:
+    def _check_inputs(self, prompt, mask, steps, num_images, unconditional, text_only, output_type) -> None:
         if prompt is not None and not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
         if mask is None and not (prompt and prompt.strip()) and not unconditional:
@@ -304,6 +345,10 @@ class FaceMoGLEPipeline:
             raise ValueError(f"The prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")
         if steps < 1 or num_images < 1:
             raise ValueError(f"num_inference_steps and num_images must be ≥ 1, got {steps} and {num_images}.")
+        if text_only not in TEXT_ONLY_MODES:
+            raise ValueError(f"text_only must be one of {TEXT_ONLY_MODES}, got {text_only!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 
     def _prepare_mask(self, mask: MaskSource, height: int, width: int, fit: Fit) -> np.ndarray:
         labels = load_mask(mask)
@@ -321,6 +366,21 @@ class FaceMoGLEPipeline:
             stacklevel=3,
         )
         return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+
+def _noise(shape: tuple[int, ...], seed: int | None, generator: torch.Generator | None) -> torch.Tensor:
+    """Gaussian noise from the caller's generator, else from seed (a random one when None)."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    return torch.randn(shape, generator=generator, device=generator.device)
+
+
+def _output(images: torch.Tensor, output_type: str):
+    """Decoded images [B, 3, H, W] in [-1, 1] as PIL images, or in [0, 1] as a [B, H, W, 3] array or the tensor."""
+    if output_type == "pil":
+        return tensor_to_images(images)
+    images = (images.float().clamp(-1, 1) + 1) / 2
+    return images if output_type == "pt" else images.permute(0, 2, 3, 1).cpu().numpy()  # [B, H, W, 3]
 
 
 def _row(text: TextEmbedding, i: int) -> TextEmbedding:

@@ -11,13 +11,13 @@ patched. Sequence order inside attention: [text, image, condition].
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import apply_rotary_emb
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -48,11 +48,22 @@ def text_ids(length: int, device=None) -> torch.Tensor:
     return torch.zeros(length, 3, device=device)
 
 
+@dataclass
+class StepConstants:
+    """What every denoising step of one call shares: built once by `ConditionedFlux.prepare`."""
+
+    text: torch.Tensor  # [B, L, D] text tokens after the context embedder
+    condition_temb: torch.Tensor | None  # [B, D] the t = 0 modulation of condition tokens
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin over [text, image, condition] positions
+    bias: torch.Tensor | None  # [B or 1, 1, S, S] additive attention bias, None when all see all
+
+
 class ConditionedFlux(nn.Module):
     """FluxTransformer2DModel + a condition token stream.
 
-    lora_on: "all" runs any LoRA adapters on every token; "condition" enables them only while
-    condition tokens are computed (the paper's setting), through peft's enable_adapters switch.
+    lora_on: "all" runs any LoRA adapters on every token; "condition" runs them only on condition
+    tokens (the paper's setting). Text and image tokens call the LoRA layers' base layers directly, so
+    the adapters' own state (enabled, trainable) is never changed and two threads can share the model.
     """
 
     def __init__(self, flux: nn.Module, lora_on: str = "all"):
@@ -62,6 +73,40 @@ class ConditionedFlux(nn.Module):
         self.flux = flux
         self.lora_on = lora_on
         self.gradient_checkpointing = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights compute in; inputs are cast to it (bf16 weights run without autocast)."""
+        return self.flux.dtype
+
+    @apply_forward_hook  # under model CPU offload, moves the transformer to the GPU as forward does
+    def prepare(
+        self,
+        text_tokens: torch.Tensor,
+        pooled_text: torch.Tensor,
+        img_ids: torch.Tensor,
+        txt_ids: torch.Tensor,
+        condition_length: int = 0,
+        condition_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        condition_present: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        attention: AttentionOptions | None = None,
+    ) -> StepConstants:
+        """The per-call constants: embedded text, the condition modulation, rotary embeddings, attention bias."""
+        flux, dtype = self.flux, self.dtype
+        text = _linear(flux.context_embedder, text_tokens.to(dtype), self.lora_on == "all")
+        ids = [txt_ids, img_ids]
+        condition_temb = None
+        if condition_length:
+            zero = torch.zeros(text.shape[0], device=text.device)
+            condition_temb = self._time_embedding(zero, guidance, pooled_text.to(dtype), dtype)
+            ids.append(img_ids if condition_ids is None else condition_ids)
+        bias = attention_bias(
+            text.shape[1], img_ids.shape[0], condition_length, text_mask, condition_present,
+            attention or AttentionOptions(), dtype, img_ids.device,
+        )  # fmt: skip
+        return StepConstants(text, condition_temb, flux.pos_embed(torch.cat(ids, dim=0)), bias)
 
     def forward(
         self,
@@ -77,40 +122,32 @@ class ConditionedFlux(nn.Module):
         condition_present: torch.Tensor | None = None,
         guidance: torch.Tensor | None = None,
         attention: AttentionOptions | None = None,
+        constants: StepConstants | None = None,
     ) -> torch.Tensor:
         """noisy_tokens [B, N, Cin], timestep t ∈ [0, 1] [B], text_tokens [B, L, Dt], pooled_text [B, Dp],
         condition_tokens [B, M, Cin] (positions condition_ids [M, 3], default img_ids),
         text_mask [B, L] (False = padding), condition_present [B] (False = no mask for that sample)
-        → prediction [B, N, Cout]."""
-        flux = self.flux
-        with self._lora(False):
-            img = flux.x_embedder(noisy_tokens)
-            temb = self._time_embedding(timestep, guidance, pooled_text, img.dtype)
-            txt = flux.context_embedder(text_tokens)
-        cond = ctemb = None
-        ids = [txt_ids, img_ids]
+        → prediction [B, N, Cout]. constants: from `prepare` with the same arguments (a sampler builds
+        them once per call); text tokens, ids, masks and attention options then come from them."""
+        flux, dtype, lora_everywhere = self.flux, self.dtype, self.lora_on == "all"
+        if constants is None:
+            constants = self.prepare(
+                text_tokens, pooled_text, img_ids, txt_ids,
+                0 if condition_tokens is None else condition_tokens.shape[1],
+                condition_ids, text_mask, condition_present, guidance, attention,
+            )  # fmt: skip
+        img = _linear(flux.x_embedder, noisy_tokens.to(dtype), lora_everywhere)  # [B, N, D]
+        temb = self._time_embedding(timestep, guidance, pooled_text.to(dtype), dtype)  # [B, D]
+        cond = None
         if condition_tokens is not None:
-            with self._lora(True):
-                cond = flux.x_embedder(condition_tokens)
-                ctemb = self._time_embedding(torch.zeros_like(timestep), guidance, pooled_text, img.dtype)
-            ids.append(img_ids if condition_ids is None else condition_ids)
-        rope = flux.pos_embed(torch.cat(ids, dim=0))
-        bias = attention_bias(
-            txt.shape[1],
-            img.shape[1],
-            0 if cond is None else cond.shape[1],
-            text_mask,
-            condition_present,
-            attention or AttentionOptions(),
-            img.dtype,
-        )
-        streams = (txt, img, cond)
+            cond = flux.x_embedder(condition_tokens.to(dtype))  # [B, M, D], with the LoRA
+        streams = (constants.text, img, cond)
+        ctemb, rope, bias = constants.condition_temb, constants.rope, constants.bias
         for block in flux.transformer_blocks:
             streams = self._run(self._double_block, block, streams, temb, ctemb, rope, bias)
         for block in flux.single_transformer_blocks:
             streams = self._run(self._single_block, block, streams, temb, ctemb, rope, bias)
-        with self._lora(False):
-            return flux.proj_out(flux.norm_out(streams[1], temb))
+        return _linear(flux.proj_out, flux.norm_out(streams[1], temb), lora_everywhere)  # [B, N, Cout]
 
     def _time_embedding(self, t, guidance, pooled, dtype) -> torch.Tensor:
         # diffusers' Flux scales t ∈ [0, 1] (and guidance) by 1000 before its sinusoidal embedding.
@@ -124,80 +161,91 @@ class ConditionedFlux(nn.Module):
             return checkpoint(fn, block, *streams, temb, ctemb, rope, bias, use_reentrant=False)
         return fn(block, *streams, temb, ctemb, rope, bias)
 
-    @contextlib.contextmanager
-    def _lora(self, enabled: bool, module: nn.Module | None = None):
-        """Enable or disable the LoRA layers of `module` (default: the whole model) for a token group."""
-        if self.lora_on == "all":
-            yield
-            return
-        layers = [
-            m for m in (module or self.flux).modules() if hasattr(m, "enable_adapters") and hasattr(m, "r")
-        ]
-        for layer in layers:
-            layer.enable_adapters(enabled)
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.enable_adapters(True)
-
     def _double_block(self, block, txt, img, cond, temb, ctemb, rope, bias):
-        attn = block.attn
-        with self._lora(False, block):
-            img_normed, *img_mod = block.norm1(img, emb=temb)
-            txt_normed, *txt_mod = block.norm1_context(txt, emb=temb)
-            qkv = [_text_qkv(attn, txt_normed), _qkv(attn, img_normed)]
+        attn, lora = block.attn, self.lora_on == "all"
+        # prepare text and image for attention (LoRA only when it runs on every token)
+        img_normed, *img_mod = _ada_norm(block.norm1, img, temb, lora)
+        txt_normed, *txt_mod = _ada_norm(block.norm1_context, txt, temb, lora)
+        qkv = [_text_qkv(attn, txt_normed, lora), _qkv(attn, img_normed, lora)]
+        # prepare condition tokens for attention (LoRA on), modulated at t = 0
         if cond is not None:
-            with self._lora(True, block):
-                cond_normed, *cond_mod = block.norm1(cond, emb=ctemb)
-                qkv.append(_qkv(attn, cond_normed))
+            cond_normed, *cond_mod = _ada_norm(block.norm1, cond, ctemb, True)
+            qkv.append(_qkv(attn, cond_normed, True))
+        # joint attention over [text, image, condition]
         txt_out, img_out, cond_out = _joint_attention(qkv, rope, bias)
-        with self._lora(False, block):
-            img = _attn_mlp_residual(img, attn.to_out[0](img_out), img_mod, block.norm2, block.ff)
-            txt = _attn_mlp_residual(
-                txt, attn.to_add_out(txt_out), txt_mod, block.norm2_context, block.ff_context
-            )
+        # the image, text and condition residual branches
+        img = _attn_mlp_residual(
+            img, _linear(attn.to_out[0], img_out, lora), img_mod, block.norm2, block.ff, lora
+        )
+        txt = _attn_mlp_residual(
+            txt, _linear(attn.to_add_out, txt_out, lora), txt_mod, block.norm2_context, block.ff_context, lora
+        )
         if cond is not None:
-            with self._lora(True, block):
-                cond = _attn_mlp_residual(cond, attn.to_out[0](cond_out), cond_mod, block.norm2, block.ff)
+            cond_attn = attn.to_out[0](cond_out)
+            cond = _attn_mlp_residual(cond, cond_attn, cond_mod, block.norm2, block.ff, True)
         return txt, img, cond
 
     def _single_block(self, block, txt, img, cond, temb, ctemb, rope, bias):
-        text_length = txt.shape[1]
-        main = torch.cat([txt, img], dim=1)  # text and image share weights and modulation here
-        with self._lora(False, block):
-            main_normed, main_gate = block.norm(main, emb=temb)
-            main_mlp = block.act_mlp(block.proj_mlp(main_normed))
-            main_q, main_k, main_v = _qkv(block.attn, main_normed)
-            qkv = [(main_q[:, :text_length], main_k[:, :text_length], main_v[:, :text_length]),
-                   (main_q[:, text_length:], main_k[:, text_length:], main_v[:, text_length:])]  # fmt: skip
+        text_length, lora = txt.shape[1], self.lora_on == "all"
+        # prepare text + image (shared weights and modulation here) for attention and the MLP
+        main = torch.cat([txt, img], dim=1)  # [B, L + N, D]
+        main_normed, main_gate = _ada_norm(block.norm, main, temb, lora)
+        main_mlp = block.act_mlp(_linear(block.proj_mlp, main_normed, lora))
+        main_q, main_k, main_v = _qkv(block.attn, main_normed, lora)
+        qkv = [(main_q[:, :text_length], main_k[:, :text_length], main_v[:, :text_length]),
+               (main_q[:, text_length:], main_k[:, text_length:], main_v[:, text_length:])]  # fmt: skip
+        # prepare condition tokens (LoRA on), modulated at t = 0
         if cond is not None:
-            with self._lora(True, block):
-                cond_normed, cond_gate = block.norm(cond, emb=ctemb)
-                cond_mlp = block.act_mlp(block.proj_mlp(cond_normed))
-                qkv.append(_qkv(block.attn, cond_normed))
+            cond_normed, cond_gate = _ada_norm(block.norm, cond, ctemb, True)
+            cond_mlp = block.act_mlp(block.proj_mlp(cond_normed))
+            qkv.append(_qkv(block.attn, cond_normed, True))
+        # joint attention, then each group's output projection and gated residual
         txt_out, img_out, cond_out = _joint_attention(qkv, rope, bias)
-        with self._lora(False, block):
-            main_out = torch.cat([torch.cat([txt_out, img_out], dim=1), main_mlp], dim=2)
-            main = main + main_gate[:, None] * block.proj_out(main_out)
+        main_out = torch.cat([torch.cat([txt_out, img_out], dim=1), main_mlp], dim=2)
+        main = main + main_gate[:, None] * _linear(block.proj_out, main_out, lora)
         if cond is not None:
-            with self._lora(True, block):
-                cond = cond + cond_gate[:, None] * block.proj_out(torch.cat([cond_out, cond_mlp], dim=2))
+            cond = cond + cond_gate[:, None] * block.proj_out(torch.cat([cond_out, cond_mlp], dim=2))
         return main[:, :text_length], main[:, text_length:], cond
 
 
-def _qkv(attn, x):
+def _linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
+    """A layer with its peft LoRA on, or its base layer alone; the adapters' state is left untouched."""
+    if lora or not hasattr(layer, "base_layer"):
+        return layer(x)
+    return layer.base_layer(x)
+
+
+def _ada_norm(norm, x, emb, lora):
+    """diffusers' AdaLayerNormZero (6 chunks) and AdaLayerNormZeroSingle (3), with norm.linear's LoRA
+    on or off: returns the modulated x and the remaining chunks (gates, MLP shift and scale)."""
+    emb = _linear(norm.linear, norm.silu(emb), lora)  # [B, k·D]
+    shift, scale, *rest = emb.chunk(emb.shape[1] // x.shape[-1], dim=1)
+    return norm.norm(x) * (1 + scale[:, None]) + shift[:, None], *rest
+
+
+def _feed_forward(ff, x, lora):
+    """diffusers' FeedForward (GELU projection, dropout, linear) with its LoRA layers on or off."""
+    for module in ff.net:
+        x = (
+            module.gelu(_linear(module.proj, x, lora))
+            if hasattr(module, "proj")
+            else _linear(module, x, lora)
+        )
+    return x
+
+
+def _qkv(attn, x, lora):
     """Image-side projections with QK-norm: x [B, S, D] → three [B, S, H, Dh]."""
-    q = attn.norm_q(attn.to_q(x).unflatten(-1, (-1, attn.head_dim)))
-    k = attn.norm_k(attn.to_k(x).unflatten(-1, (-1, attn.head_dim)))
-    return q, k, attn.to_v(x).unflatten(-1, (-1, attn.head_dim))
+    q = attn.norm_q(_linear(attn.to_q, x, lora).unflatten(-1, (-1, attn.head_dim)))
+    k = attn.norm_k(_linear(attn.to_k, x, lora).unflatten(-1, (-1, attn.head_dim)))
+    return q, k, _linear(attn.to_v, x, lora).unflatten(-1, (-1, attn.head_dim))
 
 
-def _text_qkv(attn, x):
+def _text_qkv(attn, x, lora):
     """Text-side projections of a double-stream block: x [B, L, D] → three [B, L, H, Dh]."""
-    q = attn.norm_added_q(attn.add_q_proj(x).unflatten(-1, (-1, attn.head_dim)))
-    k = attn.norm_added_k(attn.add_k_proj(x).unflatten(-1, (-1, attn.head_dim)))
-    return q, k, attn.add_v_proj(x).unflatten(-1, (-1, attn.head_dim))
+    q = attn.norm_added_q(_linear(attn.add_q_proj, x, lora).unflatten(-1, (-1, attn.head_dim)))
+    k = attn.norm_added_k(_linear(attn.add_k_proj, x, lora).unflatten(-1, (-1, attn.head_dim)))
+    return q, k, _linear(attn.add_v_proj, x, lora).unflatten(-1, (-1, attn.head_dim))
 
 
 def _joint_attention(qkv, rope, bias):
@@ -216,12 +264,12 @@ def _joint_attention(qkv, rope, bias):
     return list(out.split(sizes, dim=1)) + [None] * (3 - len(sizes))
 
 
-def _attn_mlp_residual(x, attn_out, modulation, norm, ff):
+def _attn_mlp_residual(x, attn_out, modulation, norm, ff, lora):
     """The second half of a double-stream block for one token group (diffusers' order of operations)."""
     gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation
     x = x + gate_msa.unsqueeze(1) * attn_out
     normed = norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-    return x + gate_mlp.unsqueeze(1) * ff(normed)
+    return x + gate_mlp.unsqueeze(1) * _feed_forward(ff, normed, lora)
 
 
 def attention_bias(
@@ -232,6 +280,7 @@ def attention_bias(
     condition_present: torch.Tensor | None,
     options: AttentionOptions,
     dtype: torch.dtype,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor | None:
     """Additive attention bias [B or 1, 1, S, S] over [text, image, condition], or None when all see all."""
     main = text_length + image_length
@@ -245,7 +294,6 @@ def attention_bias(
         return None
     per_sample = text_mask if text_mask is not None else condition_present
     batch = 1 if per_sample is None else per_sample.shape[0]
-    device = None if per_sample is None else per_sample.device
     allowed = torch.ones(batch, total, total, dtype=torch.bool, device=device)  # [B, query, key]
     if text_mask is not None:
         allowed[:, :, :text_length] &= text_mask.bool()[:, None, :]

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from facemogle.flow import (
@@ -54,7 +55,8 @@ def test_ode_sampler_recovers_exact_flow():
 
 def test_guidance_branches_and_scales():
     assert guidance_branches(True, True, 1.0, 1.0) == [(True, True)]
-    assert guidance_branches(True, True, 2.0, 2.0) == [(True, True), (False, False), (False, True)]
+    assert guidance_branches(True, True, 2.0, 2.0) == [(True, True), (False, True), (False, False)]
+    assert guidance_branches(True, True, 1.0, 2.0) == [(True, True), (False, True), (False, False)]
     assert guidance_branches(False, True, 1.0, 3.0) == [(False, True), (False, False)]
     assert guidance_branches(True, False, 2.0, 3.0) == [(True, False), (False, False)]
     full, mask, uncond = torch.randn(3, 4).unbind(0)
@@ -66,6 +68,26 @@ def test_guidance_branches_and_scales():
     torch.testing.assert_close(
         combine_guidance(text_only, True, False, 2.0, 5.0), uncond + 2 * (full - uncond)
     )
+
+
+@pytest.mark.parametrize("has_text", [True, False])
+@pytest.mark.parametrize("has_mask", [True, False])
+@pytest.mark.parametrize("text_scale", [1.0, 3.0])
+@pytest.mark.parametrize("mask_scale", [1.0, 2.0])
+def test_guidance_matches_the_documented_formula_from_the_branches_it_asks_for(
+    has_text, has_mask, text_scale, mask_scale
+):
+    every = {(t, m): torch.randn(4) for t in (True, False) for m in (True, False)}
+    condition = lambda text, mask: every[(text and has_text, mask and has_mask)]  # noqa: E731
+    expected = (
+        condition(False, False)
+        + (mask_scale if has_mask else 1.0) * (condition(False, True) - condition(False, False))
+        + (text_scale if has_text else 1.0) * (condition(True, True) - condition(False, True))
+    )
+    branches = guidance_branches(has_text, has_mask, text_scale, mask_scale)
+    assert branches[0] == (has_text, has_mask)
+    given = {branch: every[branch] for branch in branches}
+    torch.testing.assert_close(combine_guidance(given, has_text, has_mask, text_scale, mask_scale), expected)
 
 
 def test_modality_dropout_rates():

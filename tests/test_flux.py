@@ -24,8 +24,8 @@ def flux_folder(tmp_path_factory):
         joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 6, 6),
     ).save_pretrained(root / "transformer")  # fmt: skip
     AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(4, 4, 4, 4), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=2,
         shift_factor=0.1159, scaling_factor=0.3611, use_quant_conv=False, use_post_quant_conv=False,
     ).save_pretrained(root / "vae")  # fmt: skip
     CLIPTextModel(CLIPTextConfig(vocab_size=32, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
@@ -277,3 +277,63 @@ def test_generate_cli_on_a_saved_full_scale_folder_with_memory_options(flux_pipe
             "--out", str(out), "--device", "cpu", "--offload", "sequential", "--vae-tiling"]  # fmt: skip
     assert main(args) == 0
     assert Image.open(out).size == (64, 64)
+
+
+def _count_rows(transformer):
+    """Record the batch (rows) of every transformer forward."""
+    rows = []
+    transformer.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    return rows
+
+
+def test_paper_configuration_512_bf16_weights_without_autocast(flux_folder):
+    """512×512 mask and prompt, bf16 weights, autocast off, the default full-scale sampler: 28 steps, one row each."""
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_flux(flux_folder, dtype=torch.bfloat16)
+    assert pipe.model.resolution == 512 and pipe.model.transformer.dtype == torch.bfloat16
+    rows = _count_rows(pipe.model.transformer)
+    mask = face_like_labels(512)
+    images = pipe(prompt="she has blond hair", mask=mask, autocast=False)
+    assert images[0].size == (512, 512) and np.asarray(images[0]).std() > 0
+    assert rows == [1] * 28
+    rows.clear()
+    text_only = pipe(prompt="she has blond hair", num_inference_steps=2, autocast=False, output_type="np")
+    assert text_only.shape == (1, 512, 512, 3) and rows == [1, 1]  # the all-background mask: one row
+
+
+def test_condition_cache_holds_any_mask_size_and_never_drops_a_batch_it_is_serving(flux_pipe):
+    model = flux_pipe.model
+    model.config.condition_cache_bytes = 1  # keeps one mask at most
+    masks = [face_like_labels(64)] + [np.full((64, 64), k, np.uint8) for k in range(1, 5)]
+    labels = torch.as_tensor(np.stack(masks + masks[:2])).long()
+    calls = []
+    original = model.vae.encode
+    model.vae.encode = lambda x: calls.append(x.shape[0]) or original(x)
+    try:
+        tokens = model.mask_tokens(labels)
+    finally:
+        del model.vae.encode
+    assert len(model._condition_cache) == 1 and max(calls) <= 20 and sum(calls) == 5 * 20
+    for i, mask in enumerate(masks + masks[:2]):
+        model._condition_cache.clear()
+        torch.testing.assert_close(tokens[i], model.mask_tokens(torch.as_tensor(mask)[None].long())[0])
+
+
+def test_the_authors_text_only_input_and_the_dropped_stream(flux_pipe):
+    from facemogle.labels import split_mask
+
+    rows = _count_rows(flux_pipe.model.transformer)
+    background = split_mask(torch.zeros(1, 4, 4, dtype=torch.long))[0]  # [20, 3, H, W]
+    assert background[0].max() == 0 and background[1].min() == 1 and background[2:].max() == 0
+    kwargs = dict(
+        prompt="she has blond hair", num_inference_steps=2, seed=0, autocast=False, output_type="pt"
+    )
+    authors = flux_pipe(**kwargs)
+    assert flux_pipe.config.sampling.text_only == "background" and rows == [1, 1]
+    torch.testing.assert_close(authors, flux_pipe(mask=np.zeros((64, 64), np.uint8), **kwargs))
+    rows.clear()
+    dropped = flux_pipe(text_only="dropped", **kwargs)
+    assert rows == [1, 1] and (dropped - authors).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="text_only"):
+        flux_pipe(text_only="none", **kwargs)

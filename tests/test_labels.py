@@ -33,6 +33,14 @@ def test_palette_png_round_trip(tmp_path):
     np.testing.assert_array_equal(load_mask(tmp_path / "m.png"), labels)
 
 
+def test_palette_png_with_alpha_keeps_its_indices(tmp_path):
+    labels = toy_labels()
+    save_mask(labels, tmp_path / "m.png")
+    with_alpha = Image.open(tmp_path / "m.png").convert("PA")
+    assert with_alpha.mode == "PA"  # PNG cannot store it; it reaches load_mask as a PIL image
+    np.testing.assert_array_equal(load_mask(with_alpha), labels)
+
+
 def test_greyscale_label_png(tmp_path):
     labels = toy_labels()
     Image.fromarray(labels, mode="L").save(tmp_path / "m.png")

@@ -185,3 +185,53 @@ def test_unconditional_samples_only_when_asked(tiny_pipe):
     images = tiny_pipe(num_inference_steps=2, num_images=2, unconditional=True)
     assert len(images) == 2 and images[0].size == (32, 32)
     assert images[0].tobytes() != images[1].tobytes()
+
+
+def test_the_ablation_with_neither_experts_nor_gate_samples():
+    from facemogle.mogle import MoGLEConfig
+
+    pipe = FaceMoGLEPipeline.init("tiny", mogle=MoGLEConfig(hidden_dim=16, experts=False, gating="none"))
+    assert not list(pipe.model.mogle.parameters())
+    image = pipe(mask=face_like_labels(32), num_inference_steps=2)[0]
+    assert image.size == (32, 32)
+
+
+def test_diffusers_conventions_generator_callback_and_output_types(tiny_pipe):
+    kwargs = dict(prompt="she is smiling", mask=face_like_labels(32), num_inference_steps=3)
+    by_seed = tiny_pipe(**kwargs, seed=5, output_type="pt")
+    by_generator = tiny_pipe(**kwargs, generator=torch.Generator().manual_seed(5), output_type="pt")
+    torch.testing.assert_close(by_generator, by_seed)
+    assert by_seed.shape == (1, 3, 32, 32) and 0 <= by_seed.min() and by_seed.max() <= 1
+    array = tiny_pipe(**kwargs, seed=5, output_type="np")
+    np.testing.assert_allclose(array, by_seed.permute(0, 2, 3, 1).numpy())
+    pil = tiny_pipe(**kwargs, seed=5)[0]
+    np.testing.assert_allclose(np.asarray(pil) / 255, array[0], atol=1 / 255 + 1e-6)
+    seen = []
+
+    def callback(pipe, step, t, tensors):
+        seen.append((step, float(t), tensors["latents"].shape))
+        return {"latents": torch.zeros_like(tensors["latents"])} if step == 2 else {}
+
+    zeroed = tiny_pipe(**kwargs, seed=5, output_type="pt", callback_on_step_end=callback)
+    assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][1] == 1.0 and seen[0][2] == (1, 64, 48)
+    torch.testing.assert_close(zeroed, torch.full_like(zeroed, 0.5))  # x = 0 decodes to mid-grey
+    with pytest.raises(ValueError, match="output_type"):
+        tiny_pipe(**kwargs, output_type="latent")
+
+
+def test_sampling_defaults_come_from_the_model_config(tiny_pipe, tmp_path):
+    from facemogle.flow import SamplingDefaults
+
+    assert tiny_pipe.config.sampling == SamplingDefaults()
+    tiny_pipe.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["sampling"].update(steps=3, text_guidance=1.0, mask_guidance=1.0)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    pipe = FaceMoGLEPipeline.from_pretrained(tmp_path / "m")
+    rows = []
+    pipe.model.transformer.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    pipe(prompt="she is smiling", mask=face_like_labels(32))
+    assert rows == [1, 1, 1]  # 3 steps, no guidance branch
+    rows.clear()
+    pipe(prompt="she is smiling", mask=face_like_labels(32), num_inference_steps=2, text_guidance=2.0)
+    assert rows == [2, 2]

@@ -144,3 +144,107 @@ def test_attention_bias_layout():
     assert torch.isinf(bias[1, 0, :5, 5:]).all() and not torch.isinf(bias[0]).any()
     with pytest.raises(ValueError, match="condition_strength"):
         attention_bias(2, 3, 3, None, None, AttentionOptions(condition_strength=0), torch.float32)
+
+
+def _paper_lora(flux, std=0.5):
+    from peft import LoraConfig
+
+    from facemogle.flux import PAPER_LORA_TARGETS
+
+    flux.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=PAPER_LORA_TARGETS)
+    )
+    for name, param in flux.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=std)
+    return [p for n, p in flux.named_parameters() if "lora_" in n]
+
+
+def test_condition_lora_leaves_the_callers_adapter_state_alone():
+    """A frozen LoRA stays frozen, disable_adapters() stays in force, and nothing toggles per forward."""
+    flux = tiny_flux()
+    x = inputs()
+    cond = torch.randn(2, 16, 12)
+    without_lora = ConditionedFlux(tiny_flux())(**x, condition_tokens=cond)
+    lora = _paper_lora(flux)
+    for param in lora:
+        param.requires_grad_(False)
+    model = ConditionedFlux(flux, lora_on="condition")
+    with_lora = model(**x, condition_tokens=cond)
+    assert (with_lora - without_lora).abs().max() > 1e-3
+    assert not any(p.requires_grad for p in lora)
+    flux.disable_adapters()
+    torch.testing.assert_close(model(**x, condition_tokens=cond), without_lora, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(**x, condition_tokens=cond), without_lora, atol=1e-5, rtol=1e-5)
+    assert not any(p.requires_grad for p in lora)
+
+
+def test_condition_lora_with_a_blind_image_equals_the_base_model_exactly():
+    flux = tiny_flux()
+    x = inputs()
+    base = native(flux, x)
+    _paper_lora(flux)
+    model = ConditionedFlux(flux, lora_on="condition")
+    blind = AttentionOptions(image_sees_condition=False)
+    out = model(**x, condition_tokens=torch.randn(2, 16, 12), attention=blind)
+    torch.testing.assert_close(out, base, atol=1e-5, rtol=1e-5)
+
+
+class _RecordingFlux(ConditionedFlux):
+    """Keeps the condition stream that leaves the last single-stream block."""
+
+    def _single_block(self, block, *args):
+        txt, img, cond = super()._single_block(block, *args)
+        self.last_condition = cond
+        return txt, img, cond
+
+
+def test_condition_stream_is_modulated_at_t0_and_blind_to_the_image_it_does_not_see():
+    flux = tiny_flux()
+    _paper_lora(flux)
+    model = _RecordingFlux(flux, lora_on="condition")
+    cond = torch.randn(2, 16, 12)
+    isolated = AttentionOptions(condition_sees_image=False)
+    x = inputs(seed=1)
+    model(**x, condition_tokens=cond, attention=isolated)
+    first = model.last_condition
+    x["timestep"] = 1 - x["timestep"]
+    x["noisy_tokens"] = torch.randn_like(x["noisy_tokens"])
+    model(**x, condition_tokens=cond, attention=isolated)
+    torch.testing.assert_close(model.last_condition, first, atol=1e-6, rtol=1e-6)
+    model(**x, condition_tokens=cond)  # seeing the image (and text), it changes
+    assert (model.last_condition - first).abs().max() > 1e-4
+
+
+def test_step_constants_built_once_give_the_same_prediction():
+    model = ConditionedFlux(tiny_flux())
+    x = inputs()
+    cond = torch.randn(2, 16, 12)
+    present = torch.tensor([True, False])
+    constants = model.prepare(
+        x["text_tokens"], x["pooled_text"], x["img_ids"], x["txt_ids"], 16, condition_present=present
+    )
+    expected = model(**x, condition_tokens=cond, condition_present=present)
+    torch.testing.assert_close(model(**x, condition_tokens=cond, constants=constants), expected)
+
+
+def test_attention_bias_is_built_on_the_given_device():
+    bias = attention_bias(
+        2, 3, 3, None, None, AttentionOptions(condition_strength=2.0), torch.float32, "meta"
+    )
+    assert bias.device.type == "meta"
+
+
+def test_step_constants_trigger_a_model_offload_hook():
+    """Under model CPU offload the transformer moves to the GPU on forward; prepare must move it too."""
+    model = ConditionedFlux(tiny_flux())
+    calls = []
+
+    class Hook:
+        def pre_forward(self, module):
+            calls.append(module)
+
+    model._hf_hook = Hook()
+    x = inputs()
+    model.prepare(x["text_tokens"], x["pooled_text"], x["img_ids"], x["txt_ids"])
+    assert calls == [model]
