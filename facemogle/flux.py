@@ -9,6 +9,7 @@ tokens only. Nothing is downloaded: every component comes from the folder the us
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
@@ -227,6 +228,41 @@ class FluxFaceMoGLE(Denoiser):
         return [p for n, p in self.named_parameters() if "lora_" in n or n.startswith("mogle.")]
 
 
+# Quantized loading of the transformer and T5 (the two large parts): name → (backend package, what it targets).
+QUANTIZATIONS = {
+    "int8": ("torchao", "int8 weight-only, CPU and GPU: about half the bf16 weights' memory"),
+    "float8": ("torchao", "float8 weight-only, GPUs of compute capability ≥ 8.9 (Ada, Hopper)"),
+    "nf4": ("bitsandbytes", "4-bit NF4 (QLoRA's), CUDA only: about a quarter of the bf16 weights' memory"),
+}
+
+
+class QuantizationError(ValueError):
+    """A quantization option that cannot be used here; the message says what to install or choose."""
+
+
+def quantization_configs(name: str, dtype: torch.dtype, device: str | torch.device):
+    """diffusers' and transformers' quantization_config for the transformer and for T5."""
+    if name not in QUANTIZATIONS:
+        raise QuantizationError(f"Unknown quantization {name!r}; choose one of {sorted(QUANTIZATIONS)}.")
+    package, _ = QUANTIZATIONS[name]
+    if name == "nf4" and torch.device(device).type != "cuda":
+        raise QuantizationError("nf4 (bitsandbytes) runs on CUDA only; use --quantize int8 on this device.")
+    if importlib.util.find_spec(package) is None:
+        raise QuantizationError(f"--quantize {name} needs the {package} package: pip install {package}.")
+    if name == "nf4":
+        import diffusers
+        import transformers
+
+        options = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        return diffusers.BitsAndBytesConfig(**options), transformers.BitsAndBytesConfig(**options)
+    import diffusers
+    import transformers
+    from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+
+    scheme = Int8WeightOnlyConfig() if name == "int8" else Float8WeightOnlyConfig()
+    return diffusers.TorchAoConfig(scheme), transformers.TorchAoConfig(quant_type=scheme)
+
+
 def load_flux(
     flux_folder: str | os.PathLike,
     lora: str | os.PathLike | None = None,
@@ -234,32 +270,40 @@ def load_flux(
     config: FluxMoGLEConfig | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    quantization: str | None = None,
 ):
     """FLUX components from a local folder + LoRA + MoGLE (released .pt or native safetensors).
 
-    Returns (FluxFaceMoGLE, FluxTextEncoder).
+    quantization: load the transformer and T5 quantized (see QUANTIZATIONS); the LoRA runs on the
+    quantized base. Returns (FluxFaceMoGLE, FluxTextEncoder).
     """
     from diffusers import AutoencoderKL, FluxTransformer2DModel
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
     folder = check_flux_folder(flux_folder)
     config = config or FluxMoGLEConfig(flux_folder=str(folder))
+    quantized, quantized_t5 = (
+        quantization_configs(quantization, dtype, device) if quantization else (None, None)
+    )
+    on_load = quantization == "nf4"  # bitsandbytes places its weights on the GPU while loading
     transformer = FluxTransformer2DModel.from_pretrained(
-        folder / "transformer", torch_dtype=dtype, local_files_only=True
+        folder / "transformer", torch_dtype=dtype, local_files_only=True, quantization_config=quantized
     )
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, local_files_only=True)
+    t5 = T5EncoderModel.from_pretrained(
+        folder / "text_encoder_2", torch_dtype=dtype, local_files_only=True, quantization_config=quantized_t5
+    )
     text = FluxTextEncoder(
         AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
         CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype, local_files_only=True).to(
             device
         ),
         AutoTokenizer.from_pretrained(folder / "tokenizer_2", local_files_only=True),
-        T5EncoderModel.from_pretrained(
-            folder / "text_encoder_2", torch_dtype=dtype, local_files_only=True
-        ).to(device),
+        t5 if on_load else t5.to(device),
         max_tokens=config.max_text_tokens,
     )
-    model = FluxFaceMoGLE(config, transformer, vae).to(device)
+    model = FluxFaceMoGLE(config, transformer if on_load else transformer.to(device), vae.to(device))
+    model.mogle.to(device)
     if lora is not None:
         model.load_lora(lora)
     if mogle is not None:

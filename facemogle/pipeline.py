@@ -80,15 +80,19 @@ class FaceMoGLEPipeline:
         folder: str | os.PathLike | None = None,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        quantization: str | None = None,
     ) -> FaceMoGLEPipeline:
         """Load a saved model folder (compact, or full scale with a FLUX folder); None loads the shipped default.
 
         dtype applies to the FLUX components (bfloat16 halves their memory); compact weights load as float32.
+        quantization (full scale): "int8", "float8" or "nf4" for the transformer and T5 (flux.QUANTIZATIONS).
         """
         folder = Path(folder) if folder is not None else default_model_folder()
         data = read_config(folder)
         if data.pop("format") == FLUX_FORMAT:
-            return cls._from_flux_folder(folder, data, dtype, device)
+            return cls._from_flux_folder(folder, data, dtype, device, quantization)
+        if quantization:
+            raise ValueError("Quantization applies to the full scale; the compact model is small as it is.")
         config = _compact_config(data, folder / CONFIG_FILE)
         model = FaceMoGLEModel(config)
         load_weights(model, folder / WEIGHTS_FILE)
@@ -105,6 +109,7 @@ class FaceMoGLEPipeline:
         resolution: int = 512,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        quantization: str | None = None,
     ) -> FaceMoGLEPipeline:
         """The paper's model: a local FLUX.1-dev folder (diffusers layout) + LoRA file + MoGLE weights.
 
@@ -117,16 +122,18 @@ class FaceMoGLEPipeline:
             flux_folder=str(flux_folder), resolution=resolution, guidance=guidance,
             mogle=MoGLEConfig(time_scale=gating_time_scale),
         )  # fmt: skip
-        model, text = load_flux(flux_folder, lora, mogle, config, dtype, device)
+        model, text = load_flux(flux_folder, lora, mogle, config, dtype, device, quantization)
         return cls(model, text)
 
     @classmethod
-    def _from_flux_folder(cls, folder: Path, data: dict, dtype: torch.dtype, device) -> FaceMoGLEPipeline:
+    def _from_flux_folder(cls, folder: Path, data: dict, dtype, device, quantization) -> FaceMoGLEPipeline:
         from .flux import LORA_FILE, FluxMoGLEConfig, load_flux
 
         config = FluxMoGLEConfig(**data)
         lora = folder / LORA_FILE if (folder / LORA_FILE).is_file() else None
-        model, text = load_flux(config.flux_folder, lora, folder / MOGLE_FILE, config, dtype, device)
+        model, text = load_flux(
+            config.flux_folder, lora, folder / MOGLE_FILE, config, dtype, device, quantization
+        )
         return cls(model, text)
 
     def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:

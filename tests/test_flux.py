@@ -337,3 +337,36 @@ def test_the_authors_text_only_input_and_the_dropped_stream(flux_pipe):
     assert rows == [1, 1] and (dropped - authors).abs().max() > 1e-4
     with pytest.raises(ValueError, match="text_only"):
         flux_pipe(text_only="none", **kwargs)
+
+
+def test_quantized_loading_generates_with_the_lora_and_with_offload(flux_pipe, flux_folder, tmp_path):
+    pytest.importorskip("torchao")
+    from facemogle.flux import QuantizationError
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    flux_pipe.model.add_lora()
+    _randomise_lora(flux_pipe.model)
+    flux_pipe.save_pretrained(tmp_path / "saved")
+    pipe = FaceMoGLEPipeline.from_pretrained(tmp_path / "saved", dtype=torch.bfloat16, quantization="int8")
+    weight = pipe.model.transformer.flux.transformer_blocks[0].attn.to_q.base_layer.weight
+    assert "Int8" in type(weight).__name__  # quantized base under the LoRA
+    assert (
+        "Int8"
+        in type(pipe.text_encoder.text_encoder_2.encoder.block[0].layer[0].SelfAttention.q.weight).__name__
+    )
+    kwargs = dict(
+        prompt="she has blond hair", mask=face_like_labels(64), num_inference_steps=2, autocast=False
+    )
+    quantized = np.asarray(pipe(**kwargs, output_type="np"))
+    plain = np.asarray(
+        FaceMoGLEPipeline.from_pretrained(tmp_path / "saved", dtype=torch.bfloat16)(
+            **kwargs, output_type="np"
+        )
+    )
+    assert np.abs(quantized - plain).mean() < 0.05  # int8 weights stay close to bf16
+    pipe.enable_model_cpu_offload("cpu")
+    np.testing.assert_allclose(pipe(**kwargs, output_type="np"), quantized, atol=1e-6)
+    with pytest.raises(QuantizationError, match="choose one of"):
+        FaceMoGLEPipeline.from_flux(flux_folder, resolution=64, quantization="int3")
+    with pytest.raises(QuantizationError, match="CUDA only"):
+        FaceMoGLEPipeline.from_flux(flux_folder, resolution=64, quantization="nf4")
