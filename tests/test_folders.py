@@ -114,3 +114,100 @@ def test_condition_cache_is_used_and_checked(tmp_path):
     save_mask(np.full((16, 16), 2, np.uint8), root / "mask" / "3.png")
     with pytest.raises(CacheMismatchError, match="changed since caching"):
         FaceMaskTextDataset(root, "all", resolution=16, condition_cache=tmp_path / "cache")
+
+
+def _patchify_cache_args(calls):
+    from facemogle.latents import encode_masks, patchify
+
+    def encode(labels):
+        calls.append(len(labels))
+        return encode_masks(labels, 4)
+
+    return encode, lambda images: patchify(images, 4)
+
+
+def test_two_processes_build_one_cache_with_image_latents_and_a_build_resumes(tmp_path):
+    import threading
+
+    import torch
+
+    from facemogle.data.cache import ConditionCache, build_condition_cache
+    from facemogle.latents import encode_masks, patchify
+
+    root = make_folder(tmp_path / "d", [str(i) for i in range(7)])
+    for i in range(7):  # distinct masks and faces
+        save_mask(np.full((16, 16), i % 19, np.uint8), root / "mask" / f"{i}.png")
+        Image.fromarray(np.full((16, 16, 3), 20 * i, np.uint8)).save(root / "face" / f"{i}.png")
+        (root / "face" / f"{i}.jpg").unlink()
+    data = FaceMaskTextDataset(root, "all", resolution=16)
+    calls = []
+    encode, encode_images = _patchify_cache_args(calls)
+    kwargs = dict(
+        encoder="patchify-4", shard_size=2, batch_size=2, encode_images=encode_images, poll_seconds=0.01
+    )
+    ranks = [
+        threading.Thread(target=build_condition_cache, args=(data, encode, tmp_path / "cache"), kwargs=dict(kwargs, rank=r, world_size=2))
+        for r in (0, 1)
+    ]  # fmt: skip
+    for thread in ranks:
+        thread.start()
+    for thread in ranks:
+        thread.join(timeout=60)
+    assert sum(calls) == 7  # each mask encoded once, by one of the two
+    cache = ConditionCache(tmp_path / "cache")
+    cache.check(data, "patchify-4")
+    for i in range(7):
+        item = data[i]
+        torch.testing.assert_close(cache.get(item["stem"]), encode_masks(item["labels"][None], 4)[0])
+        torch.testing.assert_close(cache.image(item["stem"]), patchify(item["image"][None], 4)[0])
+    (tmp_path / "cache" / "manifest.json").unlink()
+    (tmp_path / "cache" / "shard_00002.json").unlink()  # as if interrupted while writing shard 2
+    build_condition_cache(data, encode, tmp_path / "cache", **kwargs)
+    assert sum(calls) == 7 + 2  # only the unfinished shard was encoded again
+    ConditionCache(tmp_path / "cache").check(data, "patchify-4")
+    Image.fromarray(np.full((16, 16, 3), 99, np.uint8)).save(root / "face" / "3.png")
+    with pytest.raises(Exception, match="changed since caching"):
+        ConditionCache(tmp_path / "cache").check(FaceMaskTextDataset(root, "all", resolution=16))
+
+
+def test_a_process_that_fails_stops_the_others_waiting_for_the_cache(tmp_path):
+    import threading
+
+    from facemogle.data.cache import CacheBuildError, build_condition_cache
+
+    root = make_folder(tmp_path / "d", [str(i) for i in range(4)])
+    data = FaceMaskTextDataset(root, "all", resolution=16)
+    encode, _ = _patchify_cache_args([])
+
+    def broken(labels):
+        raise OSError("disk full")
+
+    errors = {}
+
+    def run(rank, fn):
+        try:
+            build_condition_cache(
+                data,
+                fn,
+                tmp_path / "cache",
+                "patchify-4",
+                shard_size=1,
+                rank=rank,
+                world_size=2,
+                poll_seconds=0.01,
+            )
+        except BaseException as error:  # noqa: BLE001
+            errors[rank] = error
+
+    ranks = [threading.Thread(target=run, args=(0, encode)), threading.Thread(target=run, args=(1, broken))]
+    for thread in ranks:
+        thread.start()
+    for thread in ranks:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in ranks)
+    assert isinstance(errors[1], OSError)
+    assert (
+        isinstance(errors[0], CacheBuildError)
+        and "disk full" in str(errors[0])
+        and "process 1" in str(errors[0])
+    )

@@ -1,9 +1,17 @@
-"""A precomputed-condition cache: the 20 condition encodings of each mask, stored once in safetensors shards.
+"""A precomputed-condition cache: each mask's 20 condition encodings (and, optionally, each image's latent
+tokens), stored once in safetensors shards.
 
 The mask encoder is frozen (the VAE at full scale, patchify at compact scale), so each mask's condition
-tensor [20, N, C] depends on the mask alone and can be computed once for a whole dataset. The manifest
-records the resolution, the encoder's name and a hash of every mask file, and a dataset that opens the
-cache checks them, so a cache never silently serves another dataset's masks.
+tensor [20, N, C] depends on the mask alone and can be computed once for a whole dataset; the image
+latents (the VAE mean) likewise depend on the image alone. The manifest records the resolution, the
+encoder's name and a hash of every mask and image file, and a dataset that opens the cache checks
+them, so a cache never silently serves another dataset's files.
+
+Building is shared by the processes of a distributed run: process r of N encodes shards r, r + N, …,
+each written atomically with a small index beside it, so an interrupted build resumes where it stopped.
+The processes then wait for each other on the files themselves (no collective with a timeout): the
+first process writes the manifest once every shard's index is there, and a process that fails leaves a
+marker that makes the others stop with its message instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,14 +27,22 @@ import torch
 from tqdm.auto import tqdm
 
 MANIFEST = "manifest.json"
+IMAGE_SUFFIX = ".image"  # the key of an item's image latents beside its condition tensor (the stem)
 
 
 class CacheMismatchError(ValueError):
     """A condition cache that does not match the dataset it was opened with."""
 
 
-def mask_hash(path: Path) -> str:
+class CacheBuildError(RuntimeError):
+    """Another process failed while building the cache; the message is its error."""
+
+
+def file_hash(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+mask_hash = file_hash
 
 
 def build_condition_cache(
@@ -33,39 +50,102 @@ def build_condition_cache(
     encode: Callable[[torch.Tensor], torch.Tensor],
     folder: str | os.PathLike,
     encoder: str,
-    shard_size: int = 1024,
-    batch_size: int = 32,
+    shard_size: int = 128,
+    batch_size: int = 8,
+    encode_images: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    poll_seconds: float = 2.0,
 ) -> Path:
-    """Encode every mask of `dataset` (labels [B, R, R] → [B, 20, N, C]) and write shards + manifest."""
+    """Encode every mask of `dataset` (labels [B, R, R] → [B, 20, N, C]) and, with `encode_images`, every
+    image ([B, 3, R, R] → [B, N, C]); write shards and the manifest. Process `rank` of `world_size` encodes
+    its share; every process returns once the whole cache is written. One shard (shard_size items) is
+    in memory at a time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / MANIFEST).is_file():
+        return folder
+    failure = folder / f"FAILED_rank{rank}.txt"
+    failure.unlink(missing_ok=True)
+    starts = list(range(0, len(dataset.stems), shard_size))
+    mine = [shard for shard in range(len(starts)) if shard % world_size == rank]
+    try:
+        for shard in tqdm(mine, desc="caching conditions", unit="shard", disable=rank != 0):
+            if not _index_path(folder, shard).is_file():
+                items = range(starts[shard], min(starts[shard] + shard_size, len(dataset.stems)))
+                _write_shard(dataset, encode, encode_images, folder, shard, items, batch_size)
+        if rank == 0:
+            _wait_for(
+                folder,
+                lambda: all(_index_path(folder, s).is_file() for s in range(len(starts))),
+                poll_seconds,
+            )
+            _write_manifest(dataset, folder, encoder, len(starts), encode_images is not None)
+        else:
+            _wait_for(folder, lambda: (folder / MANIFEST).is_file(), poll_seconds)
+    except CacheBuildError:
+        raise
+    except BaseException as error:
+        failure.write_text(f"process {rank}: {type(error).__name__}: {error}")
+        raise
+    return folder
+
+
+def _index_path(folder: Path, shard: int) -> Path:
+    return folder / f"shard_{shard:05d}.json"
+
+
+def _write_shard(
+    dataset, encode, encode_images, folder: Path, shard: int, items: range, batch_size: int
+) -> None:
+    """Encode one shard's items and write its tensors, then its index (the index marks it complete)."""
     from safetensors.torch import save_file
 
     from ..pipeline import atomic_write
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    index: dict[str, dict] = {}
+    for start in range(items.start, items.stop, batch_size):
+        batch = [dataset[i] for i in range(start, min(start + batch_size, items.stop))]
+        with torch.no_grad():
+            conditions = encode(torch.stack([item["labels"] for item in batch]))
+            images = encode_images(torch.stack([item["image"] for item in batch])) if encode_images else None
+        for k, item in enumerate(batch):
+            stem = item["stem"]
+            tensors[stem] = conditions[k].contiguous()
+            index[stem] = {"shard": shard, "hash": file_hash(dataset.masks[stem])}
+            if images is not None:
+                tensors[stem + IMAGE_SUFFIX] = images[k].contiguous()
+                index[stem]["image_hash"] = file_hash(dataset.faces[stem])
+    atomic_write(folder / f"shard_{shard:05d}.safetensors", lambda p: save_file(tensors, p))
+    atomic_write(_index_path(folder, shard), lambda p: Path(p).write_text(json.dumps(index)))
+
+
+def _wait_for(folder: Path, done: Callable[[], bool], poll_seconds: float) -> None:
+    """Wait, without a time limit, until done(); stop with the message of a process that failed."""
+    while not done():
+        failures = sorted(folder.glob("FAILED_rank*.txt"))
+        if failures:
+            raise CacheBuildError(
+                f"Building the condition cache {folder} failed in another process: "
+                f"{failures[0].read_text()}. Fix that and start again (finished shards are kept)."
+            )
+        time.sleep(poll_seconds)
+
+
+def _write_manifest(dataset, folder: Path, encoder: str, shards: int, images: bool) -> None:
+    from ..pipeline import atomic_write
+
     items: dict[str, dict] = {}
-    stems = dataset.stems
-    for shard, start in enumerate(
-        tqdm(range(0, len(stems), shard_size), desc="caching conditions", unit="shard")
-    ):
-        tensors = {}
-        for batch_start in range(start, min(start + shard_size, len(stems)), batch_size):
-            indices = range(batch_start, min(batch_start + batch_size, start + shard_size, len(stems)))
-            labels = torch.stack([dataset[i]["labels"] for i in indices])
-            with torch.no_grad():
-                encoded = encode(labels)
-            for i, tensor in zip(indices, encoded):
-                tensors[stems[i]] = tensor.contiguous()
-                items[stems[i]] = {"shard": shard, "hash": mask_hash(dataset.masks[stems[i]])}
-        name = f"shard_{shard:05d}.safetensors"
-        atomic_write(folder / name, lambda p, t=tensors: save_file(t, p))
-    manifest = {"encoder": encoder, "resolution": dataset.resolution, "items": items}
+    for shard in range(shards):
+        items.update(json.loads(_index_path(folder, shard).read_text()))
+    manifest = {"encoder": encoder, "resolution": dataset.resolution, "images": images, "items": items}
     atomic_write(folder / MANIFEST, lambda p: Path(p).write_text(json.dumps(manifest)))
-    return folder
 
 
 class ConditionCache:
-    """Read access to a cache written by build_condition_cache; shards are loaded on first use."""
+    """Read access to a cache written by build_condition_cache. Tensors are read from their shard file on
+    demand (no copy of the cache is kept in memory)."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -74,10 +154,13 @@ class ConditionCache:
                 f"{self.folder} has no {MANIFEST}; build the cache with build_condition_cache."
             )
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
-        self._shards: dict[int, dict[str, torch.Tensor]] = {}
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.manifest.get("images"))
 
     def check(self, dataset, encoder: str | None = None) -> None:
-        """Raise CacheMismatchError unless every item of `dataset` is cached from the same mask file."""
+        """Raise CacheMismatchError unless every item of `dataset` is cached from the same mask (and image) file."""
         problems = []
         if self.manifest["resolution"] != dataset.resolution:
             problems.append(
@@ -87,11 +170,17 @@ class ConditionCache:
             problems.append(f"encoder {self.manifest['encoder']!r} ≠ {encoder!r}")
         items = self.manifest["items"]
         missing = [s for s in dataset.stems if s not in items]
-        changed = [s for s in dataset.stems if s in items and items[s]["hash"] != mask_hash(dataset.masks[s])]
+        changed = [s for s in dataset.stems if s in items and items[s]["hash"] != file_hash(dataset.masks[s])]
+        if self.has_images:
+            changed += [
+                s
+                for s in dataset.stems
+                if s in items and items[s]["image_hash"] != file_hash(dataset.faces[s])
+            ]
         if missing:
             problems.append(f"{len(missing)} items not cached (e.g. {missing[:3]})")
         if changed:
-            problems.append(f"{len(changed)} masks changed since caching (e.g. {changed[:3]})")
+            problems.append(f"{len(changed)} masks or images changed since caching (e.g. {changed[:3]})")
         if problems:
             raise CacheMismatchError(
                 f"The condition cache {self.folder} does not match {dataset.root}: {'; '.join(problems)}. "
@@ -99,13 +188,24 @@ class ConditionCache:
             )
 
     def get(self, stem: str) -> torch.Tensor:
-        from safetensors.torch import load_file
+        """One item's condition tensor [20, N, C]."""
+        return self._read(stem, stem)
+
+    def image(self, stem: str) -> torch.Tensor:
+        """One item's image latent tokens [N, C] (a cache built with encode_images)."""
+        return self._read(stem, stem + IMAGE_SUFFIX)
+
+    def _read(self, stem: str, key: str) -> torch.Tensor:
+        from safetensors import safe_open
 
         shard = self.manifest["items"][stem]["shard"]
-        if shard not in self._shards:
-            self._shards[shard] = load_file(self.folder / f"shard_{shard:05d}.safetensors")
-        return self._shards[shard][stem]
+        with safe_open(self.folder / f"shard_{shard:05d}.safetensors", framework="pt") as f:
+            return f.get_tensor(key)
 
     def batch(self, stems: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """The condition tensors of these items, stacked: [B, 20, N, C]."""
         return torch.stack([self.get(stem) for stem in stems]).to(device)
+
+    def images(self, stems: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """The image latent tokens of these items, stacked: [B, N, C]."""
+        return torch.stack([self.image(stem) for stem in stems]).to(device)
