@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from .labels import CLASSES, PALETTE, MaskError, colorize, load_mask
 
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -196,9 +195,14 @@ def build_app(pipe, parser=None):
                 )
                 gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt])
                 with gr.Accordion("Settings", open=False):
-                    text_guidance = gr.Slider(1, 6, value=TEXT_GUIDANCE, step=0.25, label="Text guidance")
-                    mask_guidance = gr.Slider(1, 6, value=MASK_GUIDANCE, step=0.25, label="Mask guidance")
-                    steps = gr.Slider(2, 50, value=20, step=1, label="Steps")
+                    defaults = pipe.config.sampling  # the model's own sampling settings
+                    text_guidance = gr.Slider(
+                        1, 6, value=defaults.text_guidance, step=0.25, label="Text guidance"
+                    )
+                    mask_guidance = gr.Slider(
+                        1, 6, value=defaults.mask_guidance, step=0.25, label="Mask guidance"
+                    )
+                    steps = gr.Slider(2, 50, value=defaults.steps, step=1, label="Steps")
                     seed = gr.Number(0, precision=0, label="Seed")
                     random_seed = gr.Checkbox(False, label="Random seed")
                     count = gr.Slider(1, 8, value=2, step=1, label="Number of images")

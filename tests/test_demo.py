@@ -126,3 +126,21 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
             browser.close()
     finally:
         app.close()
+
+
+def test_the_settings_start_at_the_models_sampling_defaults():
+    import dataclasses
+
+    from facemogle.demo import build_app
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.init("tiny")
+    pipe.config.sampling = dataclasses.replace(
+        pipe.config.sampling, steps=28, text_guidance=1.0, mask_guidance=2.5
+    )
+    values = {
+        c["props"].get("label"): c["props"].get("value")
+        for c in build_app(pipe).config["components"]
+        if "props" in c
+    }
+    assert (values["Steps"], values["Text guidance"], values["Mask guidance"]) == (28, 1.0, 2.5)
