@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -211,3 +212,51 @@ def test_a_process_that_fails_stops_the_others_waiting_for_the_cache(tmp_path):
         and "disk full" in str(errors[0])
         and "process 1" in str(errors[0])
     )
+
+
+def test_the_hash_split_does_not_depend_on_the_training_seed(tmp_path):
+    root = make_folder(tmp_path / "d", [f"item{i}" for i in range(60)])
+    test = FaceMaskTextDataset(root, "test", resolution=16, seed=0).stems
+    assert test and FaceMaskTextDataset(root, "test", resolution=16, seed=3).stems == test
+    assert not set(test) & set(FaceMaskTextDataset(root, "train", resolution=16, seed=3).stems)
+
+
+def test_a_truncated_jpeg_is_found_when_opening_and_named_when_read(tmp_path):
+    root = make_folder(tmp_path / "d", ["0", "1", "2"], size=64)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        root / "face" / "1.jpg", quality=95
+    )
+    data = (root / "face" / "1.jpg").read_bytes()
+    (root / "face" / "1.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="1.jpg"):
+        FaceMaskTextDataset(root, "all", resolution=16)
+    unchecked = FaceMaskTextDataset(root, "all", resolution=16, validate=False)
+    with pytest.raises(DatasetError, match="1.jpg"):
+        unchecked[1]
+
+
+def test_text_json_takes_one_caption_or_a_list_and_reports_other_values(tmp_path):
+    root = make_folder(tmp_path / "d", ["0", "1", "2"])
+    shutil.rmtree(root / "text")
+    (root / "text.json").write_text(
+        json.dumps({"0.jpg": "one caption", "1.jpg": ["first", "second"], "2.jpg": 7}), encoding="utf-8"
+    )
+    data = FaceMaskTextDataset(root, "all", resolution=16, caption="first", skip_invalid=True)
+    assert [data[i]["caption"] for i in range(len(data))] == ["one caption", "first"]
+    with pytest.raises(DatasetError, match="not a caption or a list of captions"):
+        FaceMaskTextDataset(root, "all", resolution=16)
+
+
+def test_non_square_faces_are_cropped_like_their_masks(tmp_path):
+    root = make_folder(tmp_path / "d", ["0"])
+    face = np.zeros((16, 32, 3), np.uint8)
+    face[:, 8:24] = 255  # the centre square is white, the sides black
+    Image.fromarray(face).save(root / "face" / "0.png")
+    (root / "face" / "0.jpg").unlink()
+    labels = np.zeros((16, 32), np.uint8)
+    labels[:, 8:24] = 1
+    save_mask(labels, root / "mask" / "0.png")
+    item = FaceMaskTextDataset(root, "all", resolution=16)[0]
+    assert int(item["labels"].min()) == 1  # the mask's centre crop
+    assert float(item["image"].min()) > 0.9  # the face's same centre crop, not a squeezed whole

@@ -89,7 +89,7 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
                     "Fix or remove them, or pass skip_invalid=True (--skip-invalid) to leave them out."
                 )
         stems = sorted(set(faces) & set(masks) & set(captions) - report.bad_stems(), key=_stem_order)
-        splits = assign_splits(stems, self.root, seed, test_fraction)
+        splits = assign_splits(stems, self.root, test_fraction=test_fraction)  # never the training seed
         self.stems = [s for s in stems if split == "all" or splits[s] == split]
         if not self.stems:
             raise DatasetError(f"{self.root} has no usable items in the {split!r} split.")
@@ -132,15 +132,29 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
         if self._memory is not None and index in self._memory:
             return self._memory[index]
         stem = self.stems[index]
-        with Image.open(self.faces[stem]) as face:
-            image = face.convert("RGB")
-            if image.size != (self.resolution, self.resolution):
-                image = image.resize((self.resolution, self.resolution), Image.BICUBIC)
-            image = np.array(image)
-        labels = load_mask(self.masks[stem], size=self.resolution, fit="crop")
+        image = _read_face(self.faces[stem], self.resolution)
+        try:
+            labels = load_mask(self.masks[stem], size=self.resolution, fit="crop")
+        except MaskError as error:
+            raise DatasetError(f"{self.masks[stem]}: {error}") from None
         if self._memory is not None:
             self._memory[index] = (image, labels)
         return image, labels
+
+
+def _read_face(path: Path, resolution: int) -> np.ndarray:
+    """A face image, centre-cropped to a square as masks are (fit="crop"), resized to resolution²."""
+    try:
+        with Image.open(path) as face:
+            image = face.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DatasetError(f"{path} cannot be read ({error}); fix or remove it.") from None
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.BICUBIC)
+    return np.array(image)
 
 
 def _stem_order(stem: str):
@@ -171,13 +185,24 @@ def _read_captions(root: Path, report: DatasetReport) -> dict[str, list[str]]:
     captions: dict[str, list[str]] = {}
     if (root / "text.json").is_file():
         try:
-            data = json.loads((root / "text.json").read_text())
-        except json.JSONDecodeError as error:
-            raise DatasetError(f"{root / 'text.json'} is not valid JSON ({error}).") from None
-        captions.update({Path(name).stem: list(caps) for name, caps in data.items() if caps})
+            data = json.loads((root / "text.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetError(f"{root / 'text.json'} is not valid UTF-8 JSON ({error}).") from None
+        if not isinstance(data, dict):
+            raise DatasetError(
+                f"{root / 'text.json'} must map file names to captions, got {type(data).__name__}."
+            )
+        for name, caps in data.items():
+            caps = [caps] if isinstance(caps, str) else caps  # one caption, or a list of them
+            if isinstance(caps, list) and all(isinstance(c, str) for c in caps):
+                if caps:
+                    captions[Path(name).stem] = caps
+            else:
+                report.add("text.json entries that are not a caption or a list of captions", name)
     if (root / "text").is_dir():
         for path in (root / "text").glob("*.txt"):
-            lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            text = path.read_text(encoding="utf-8", errors="replace")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
             if lines:
                 captions[path.stem] = lines
             elif path.stem not in captions:
@@ -186,12 +211,13 @@ def _read_captions(root: Path, report: DatasetReport) -> dict[str, list[str]]:
 
 
 def _validate(faces: dict, masks: dict, report: DatasetReport) -> None:
-    """Open every mask (labels must be 0..18) and check every face image's header."""
+    """Open every mask (labels must be 0..18) and decode every face image (a truncated JPEG passes a
+    header check but not a decode)."""
     stems = sorted(set(faces) & set(masks), key=_stem_order)
     for stem in tqdm(stems, desc="checking dataset", unit="item", disable=len(stems) < 2000):
         try:
             with Image.open(faces[stem]) as image:
-                image.verify()
+                image.load()
         except (UnidentifiedImageError, OSError, SyntaxError):
             report.add("unreadable face images", faces[stem].name)
         try:
