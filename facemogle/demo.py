@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import random
+import shutil
 import tempfile
 import time
 from importlib import resources
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .labels import CLASSES, PALETTE, MaskError, colorize, load_mask
+from .labels import CLASSES, IMAGE_FORMATS, PALETTE, MaskError, colorize, load_mask
 
 MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -25,6 +27,8 @@ EXAMPLE_PROMPTS = [
     "He is bald and is smiling.",
 ]
 SOURCES = ("Uploaded or example mask", "Painted mask", "No mask (text only)")
+# What the settings accept, in the page and from API callers alike: (lowest, highest)
+STEPS, COUNT, GUIDANCE = (1, 50), (1, 8), (1.0, 6.0)
 
 
 class DemoInputError(ValueError):
@@ -46,7 +50,7 @@ def read_upload(path: str | os.PathLike | None) -> np.ndarray | None:
             f"The file is {path.stat().st_size / 2**20:.1f} MB; upload a mask under {MAX_UPLOAD_BYTES // 2**20} MB."
         )
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
             pixels = image.width * image.height
     except Exception:  # noqa: BLE001 - load_mask below reports unreadable files precisely
         pixels = 0
@@ -92,8 +96,16 @@ def run(
     seed,
     random_seed,
     count,
+    *,
+    folder: Path,
 ):
-    """Generate; returns (gallery images, downloadable files, status text). Raises DemoInputError on bad input."""
+    """Generate; returns (gallery images, downloadable files, status text). Raises DemoInputError on bad input.
+
+    folder: where the downloadable files go; the previous call's files there are replaced."""
+    _check_range("Steps", steps, STEPS)
+    _check_range("Number of images", count, COUNT)
+    _check_range("Text guidance", text_guidance, GUIDANCE)
+    _check_range("Mask guidance", mask_guidance, GUIDANCE)
     prompt = (prompt or "").strip()
     labels = choose_mask(source, upload_labels, painted)
     if labels is None and not prompt:
@@ -105,7 +117,8 @@ def run(
         mask_guidance=float(mask_guidance), seed=seed, num_images=int(count), fit="crop", progress=True,
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    folder = Path(tempfile.mkdtemp(prefix="facemogle-"))
+    for old in folder.glob("face_*.png"):
+        old.unlink()
     files = []
     for k, image in enumerate(images):
         files.append(str(folder / f"face_{seed}_{k}.png"))
@@ -115,6 +128,15 @@ def run(
     ) + images
     status = f"{len(images)} image(s) in {seconds:.1f} s, seed {seed}"
     return gallery, files, status
+
+
+def _check_range(name: str, value, bounds: tuple) -> None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DemoInputError(f"{name} must be a number, got {value!r}.") from None
+    if not bounds[0] <= number <= bounds[1]:
+        raise DemoInputError(f"{name} must be between {bounds[0]:g} and {bounds[1]:g}, got {value}.")
 
 
 def legend_html() -> str:
@@ -154,15 +176,18 @@ def build_app(pipe, parser=None):
         canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
         return labels, colorize(labels), {"background": canvas, "layers": [], "composite": canvas}, SOURCES[0]
 
-    def on_photo(photo):
-        if photo is None:
+    def on_photo(path):
+        if path is None:
             raise DemoInputError("Upload a face photo first.")
-        labels = parse_photo(parser, photo)
+        labels = parse_photo(parser, open_photo(path))
         canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
         return {"background": canvas, "layers": [], "composite": canvas}, SOURCES[1]
 
+    outputs = Path(tempfile.mkdtemp(prefix="facemogle-demo-"))  # one folder for the app's downloads
+    atexit.register(shutil.rmtree, outputs, ignore_errors=True)
+
     def on_generate(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio reads it from the default
-        return run(pipe, *inputs)
+        return run(pipe, *inputs, folder=outputs)
 
     with gr.Blocks(title="facemogle") as app:
         gr.Markdown("# facemogle — faces from a mask, a prompt, or both")
@@ -188,7 +213,9 @@ def build_app(pipe, parser=None):
                         label="Paint with the class colours (see the legend)",
                     )  # fmt: skip
                 with gr.Tab("From a photo"):
-                    photo = gr.Image(type="pil", label="Face photo")
+                    photo = gr.File(
+                        label="Face photo (PNG, JPEG or WEBP)", file_types=[".png", ".jpg", ".jpeg", ".webp"]
+                    )
                     parse = gr.Button("Parse the photo into an editable mask")
                 prompt = gr.Textbox(
                     label="Prompt", placeholder="e.g. " + EXAMPLE_PROMPTS[0], elem_id="prompt"
@@ -205,7 +232,7 @@ def build_app(pipe, parser=None):
                     steps = gr.Slider(2, 50, value=defaults.steps, step=1, label="Steps")
                     seed = gr.Number(0, precision=0, label="Seed")
                     random_seed = gr.Checkbox(False, label="Random seed")
-                    count = gr.Slider(1, 8, value=2, step=1, label="Number of images")
+                    count = gr.Slider(*COUNT, value=2, step=1, label="Number of images")
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 gallery = gr.Gallery(label="Mask and generated faces", columns=3, elem_id="results")
@@ -234,6 +261,19 @@ def build_app(pipe, parser=None):
         )
     app.queue(default_concurrency_limit=1, max_size=32)
     return app
+
+
+def open_photo(path: str | os.PathLike) -> Image.Image:
+    """An uploaded face photo, decoded only if it is a PNG, JPEG or WEBP file."""
+    if Path(path).stat().st_size > MAX_UPLOAD_BYTES:
+        raise DemoInputError(f"The photo is over {MAX_UPLOAD_BYTES // 2**20} MB; upload a smaller one.")
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
+                raise DemoInputError("The photo is over 4096×4096 pixels; upload a smaller one.")
+            return image.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise DemoInputError(f"The photo is not a readable PNG, JPEG or WEBP image ({error}).") from None
 
 
 def parse_photo(parser, photo: Image.Image) -> np.ndarray:

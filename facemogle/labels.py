@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # the only decoders ever run on a user's file (no EPS, no TIFF)
+
 CLASSES = (
     "background", "skin", "nose", "eyeglasses", "left eye", "right eye", "left brow", "right brow",
     "left ear", "right ear", "mouth", "upper lip", "lower lip", "hair", "hat", "earring", "necklace",
@@ -116,12 +118,13 @@ def _read_array(source: MaskSource) -> np.ndarray:
 
 def _open_image(fp, name: str) -> np.ndarray:
     try:
-        with Image.open(fp) as image:
+        with Image.open(fp, formats=IMAGE_FORMATS) as image:
             image.load()
             return _image_to_array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise MaskError(
-            f"{name} is not a readable image ({error}); pass a PNG label map or colour mask."
+            f"{name} is not a readable image ({error}); pass a PNG label map or colour mask "
+            f"({', '.join(IMAGE_FORMATS)} files are read)."
         ) from None
 
 

@@ -19,8 +19,6 @@ from facemogle.demo import (
 )
 from facemogle.labels import PALETTE, MaskError, save_mask
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
 
 def test_example_masks_ship_and_load():
     examples = example_masks()
@@ -52,15 +50,64 @@ def test_painting_and_source_choice():
     assert choose_mask(SOURCES[2], labels, None) is None
 
 
-def test_run_generates_and_rejects_nothing_to_do(tiny_pipe):
+def test_run_generates_and_rejects_nothing_to_do(tiny_pipe, tmp_path):
     labels = face_like_labels(48)[:, 4:44]  # non-square: centre-cropped
     gallery, files, status = run(
-        tiny_pipe, SOURCES[0], labels, None, "a smiling woman", 2, 1.5, 2, 3, False, 2
+        tiny_pipe, SOURCES[0], labels, None, "a smiling woman", 2, 1.5, 2, 3, False, 2, folder=tmp_path
     )
     assert len(gallery) == 3 and len(files) == 2 and "seed 3" in status
     assert Image.open(files[0]).size == (32, 32)
     with pytest.raises(DemoInputError, match="nothing to generate"):
-        run(tiny_pipe, SOURCES[2], None, None, "  ", 2, 1.5, 2, 0, False, 1)
+        run(tiny_pipe, SOURCES[2], None, None, "  ", 2, 1.5, 2, 0, False, 1, folder=tmp_path)
+
+
+def test_each_click_replaces_the_last_files_in_one_folder_and_settings_are_checked(tiny_pipe, tmp_path):
+    labels = face_like_labels(32)
+    run(tiny_pipe, SOURCES[0], labels, None, "", 2, 1.5, 2, 3, False, 2, folder=tmp_path)
+    _, files, _ = run(tiny_pipe, SOURCES[0], labels, None, "", 2, 1.5, 2, 4, False, 1, folder=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(f).name for f in files] == ["face_4_0.png"]
+    for steps, count, guidance, name in (
+        (500, 1, 2, "Steps"),
+        (2, 64, 2, "Number of images"),
+        (2, 1, 90, "Text guidance"),
+        ("x", 1, 2, "Steps"),
+    ):
+        with pytest.raises(DemoInputError, match=name):
+            run(
+                tiny_pipe,
+                SOURCES[0],
+                labels,
+                None,
+                "",
+                guidance,
+                1.5,
+                steps,
+                0,
+                False,
+                count,
+                folder=tmp_path,
+            )
+
+
+def test_only_png_jpeg_and_webp_are_ever_decoded(tmp_path):
+    from unittest import mock
+
+    from PIL import EpsImagePlugin
+
+    from facemogle.demo import open_photo
+
+    eps = tmp_path / "mask.png"  # an EPS file under an image name
+    Image.new("L", (8, 8)).save(eps, format="EPS")
+    with mock.patch.object(
+        EpsImagePlugin.EpsImageFile, "_open", side_effect=AssertionError("EPS decoder ran")
+    ) as opened:
+        with pytest.raises(MaskError, match="PNG, JPEG, WEBP"):
+            read_upload(eps)
+        with pytest.raises(DemoInputError, match="not a readable PNG, JPEG or WEBP"):
+            open_photo(eps)
+    assert not opened.called
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.webp")
+    assert open_photo(tmp_path / "photo.webp").size == (8, 8)
 
 
 def test_parse_photo_gives_editable_mask():
@@ -94,7 +141,6 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
     save_mask(face_like_labels(32), mask)
     bad = tmp_path / "bad.png"
     bad.write_text("this is not an image")
-    ARTIFACTS.mkdir(exist_ok=True)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -114,7 +160,7 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
                 "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])"
             )
             assert len(sizes) >= 3 and all(size == [32, 32] for size in sizes[1:])
-            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
             page.reload(wait_until="load")  # a fresh upload box (a filled one hides its file input)
             page.locator("#mask-upload input[type=file]").set_input_files(str(bad))
             page.get_by_text("not a readable image").first.wait_for(timeout=30000)

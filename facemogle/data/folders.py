@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..labels import MaskError, load_mask
+from ..labels import IMAGE_FORMATS, MaskError, load_mask
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CELEBA_TEST_START = 27000  # MM-CelebA-HQ: 0–26999 train, 27000–29999 test
@@ -145,7 +145,7 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
 def _read_face(path: Path, resolution: int) -> np.ndarray:
     """A face image, centre-cropped to a square as masks are (fit="crop"), resized to resolution²."""
     try:
-        with Image.open(path) as face:
+        with Image.open(path, formats=IMAGE_FORMATS) as face:
             image = face.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise DatasetError(f"{path} cannot be read ({error}); fix or remove it.") from None
@@ -216,7 +216,7 @@ def _validate(faces: dict, masks: dict, report: DatasetReport) -> None:
     stems = sorted(set(faces) & set(masks), key=_stem_order)
     for stem in tqdm(stems, desc="checking dataset", unit="item", disable=len(stems) < 2000):
         try:
-            with Image.open(faces[stem]) as image:
+            with Image.open(faces[stem], formats=IMAGE_FORMATS) as image:
                 image.load()
         except (UnidentifiedImageError, OSError, SyntaxError):
             report.add("unreadable face images", faces[stem].name)
