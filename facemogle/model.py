@@ -209,13 +209,15 @@ class Denoiser(nn.Module):
         null_text: TextEmbedding,
         randomness: StepRandomness,
         condition_tokens: torch.Tensor | None = None,
+        image_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Rectified-flow loss on a batch: images [B, 3, H, W] in [-1, 1], labels [B, H, W], encoded prompts.
 
-        condition_tokens: the masks' precomputed tokens [B, 20, N, C] (a condition cache), if any.
+        condition_tokens: the masks' precomputed tokens [B, 20, N, C] (a condition cache), if any;
+        image_tokens: the images' precomputed tokens [B, N, C] (the VAE mean, cached beside them), if any.
         """
         r = randomness
-        x0 = self.encode_images(images)  # [B, N, C]
+        x0 = self.encode_images(images) if image_tokens is None else image_tokens.float()  # [B, N, C]
         condition = self.encode_condition(labels, r.keep_local, tokens=condition_tokens)
         prediction = self(
             noisy_sample(x0, r.noise, r.t), r.t, text.select(r.keep_text, null_text), condition, r.keep_mask,
