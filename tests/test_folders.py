@@ -260,3 +260,52 @@ def test_non_square_faces_are_cropped_like_their_masks(tmp_path):
     item = FaceMaskTextDataset(root, "all", resolution=16)[0]
     assert int(item["labels"].min()) == 1  # the mask's centre crop
     assert float(item["image"].min()) > 0.9  # the face's same centre crop, not a squeezed whole
+
+
+def _fake_text_encoder(calls):
+    import torch
+
+    from facemogle.text import TextEmbedding
+
+    def encode(captions):
+        calls.extend(captions)
+        codes = torch.tensor(
+            [[float(ord(c)) for c in caption[:6].ljust(6)] for caption in captions]
+        )  # [B, 6]
+        tokens = codes[:, :, None].expand(-1, 6, 4).clone()  # [B, L=6, D=4]
+        mask = codes > 32
+        return TextEmbedding(tokens, mask, codes[:, :3])
+
+    return encode
+
+
+def test_text_cache_encodes_each_distinct_caption_once_and_refuses_what_does_not_fit(tmp_path, monkeypatch):
+    import collections
+
+    import torch
+
+    from facemogle.data import cache
+    from facemogle.text import TextEmbedding
+
+    captions = ["she is smiling", "he has a beard", "she is smiling", "bald", "he has a beard"]
+    calls = []
+    encode = _fake_text_encoder(calls)
+    cache.build_text_cache(
+        captions, encode, tmp_path / "text", "fake", dtype=torch.float32, shard_size=2, batch_size=2
+    )
+    assert sorted(calls[1:]) == sorted(set(captions))  # after the size probe, each distinct caption once
+    texts = cache.TextCache(tmp_path / "text", "fake").batch(captions)
+    expected = TextEmbedding.cat([encode([c]) for c in captions])
+    for got, want in zip(
+        (texts.tokens, texts.mask, texts.pooled), (expected.tokens, expected.mask, expected.pooled)
+    ):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(cache.TextCacheError, match="written by 'fake'"):
+        cache.TextCache(tmp_path / "text", "t5")
+    with pytest.raises(cache.TextCacheError, match="no entry"):
+        cache.TextCache(tmp_path / "text").batch(["never seen"])
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 100))
+    with pytest.raises(cache.TextCacheError, match="GB free"):
+        cache.build_text_cache(captions, encode, tmp_path / "other", "fake")
+    assert not list((tmp_path / "other").glob("shard_*"))
