@@ -4,8 +4,8 @@ FLUX.1-dev's real transformer (19 double + 38 single blocks, width 3072), VAE, T
 with random bf16 weights, built on the GPU, wrapped by facemogle's full-scale model (condition stream,
 MoGLE, the paper's LoRA). Prints, per configuration (bf16; model CPU offload; torchao int8 weight-only):
 seconds per sampling step without and with the condition stream, a default (28-step) generation end to
-end (text, mask encoding, sampling, decoding), one LoRA training step with gradient checkpointing, and
-peak GPU memory; then the same-run ratios.
+end (text, mask encoding, sampling, decoding), one LoRA training step with gradient checkpointing, the
+text encoding of a training batch, and peak GPU memory; then the same-run ratios. Also int8 + offload.
 
     python benchmarks/bench_flux.py                       # one CUDA GPU, ~5 minutes on an H100
     python benchmarks/bench_flux.py --tiny --device cpu   # a narrow stack: checks the script on a CPU
@@ -192,6 +192,14 @@ def generation(pipe, device, resolution, row: Row) -> None:
     row.cells["28-step generation (s)"] = time.perf_counter() - start
 
 
+def text_encoding(pipe, device, resolution, row: Row, batch: int = 4) -> None:
+    """T5-XXL (512 tokens) + CLIP for a training batch of prompts: what a text cache would save per step."""
+    prompts = [PROMPT] * batch
+    row.cells[f"text encoding, batch {batch} (s)"] = seconds(
+        lambda: pipe.text_encoder.encode(prompts), device
+    )
+
+
 def mask_encoding(pipe, device, resolution, row: Row) -> None:
     """One mask's 20 maps through the VAE encoder (one call of vae_batch_size images)."""
     labels = torch.as_tensor(face_mask(resolution))[None].long().to(device)
@@ -278,7 +286,7 @@ def run(args) -> list[Row]:
     where = (device, args.resolution)
     pipe = build_pipeline(configs, *where)
     bf16 = Row("bf16")
-    for fn in (sampling_steps, mask_encoding, generation):
+    for fn in (sampling_steps, text_encoding, mask_encoding, generation):
         stage(bf16, fn, pipe, *where)
     stage(bf16, training_step, pipe, *where, batch=args.train_batch)
     rows = [bf16]
@@ -306,6 +314,18 @@ def run(args) -> list[Row]:
         rows.append(offload)
         del pipe
         release(device)
+        if not args.skip_quantized:
+            pipe = build_pipeline(configs, *where)
+            both = Row("int8 + model CPU offload")
+            skipped = quantize_int8(pipe)
+            if skipped:
+                both.cells["note"] = skipped
+            else:
+                pipe.enable_model_cpu_offload(device)
+                stage(both, generation, pipe, *where)
+            rows.append(both)
+            del pipe
+            release(device)
     return rows
 
 
