@@ -51,7 +51,7 @@ class FluxMoGLEConfig:
     lora_rank: int = 4
     lora_alpha: int = 4
     vae_batch_size: int = 20  # images per VAE encoder call: one mask's 20 maps (bench_flux.py: its memory)
-    condition_cache_bytes: int = 2**30  # in-memory cache of encoded masks (≈ 200 masks at 512² in float32)
+    condition_cache_bytes: int = 2**28  # in-memory cache of encoded masks (≈ 50 at 512² in float32)
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
     sampling: SamplingDefaults = field(default_factory=lambda: replace(AUTHORS_SAMPLING))
 
@@ -167,16 +167,17 @@ class FluxFaceMoGLE(Denoiser):
         latents = latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
         return self.vae.decode(latents).sample.float()
 
-    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
+    def mask_tokens(self, labels: torch.Tensor, remember: bool = True) -> torch.Tensor:
         """The 20 maps' tokens of each mask [B, 20, N, C]; each distinct mask is VAE-encoded once, in
-        chunks of vae_batch_size maps, and kept in a small in-memory cache (least recently used first out)."""
+        chunks of vae_batch_size maps, and kept in a small in-memory cache (least recently used first out)
+        unless remember=False (a dataset's cache build, which would only churn it)."""
         keys = [_mask_key(m) for m in labels]
         found = {key: self._condition_cache[key] for key in keys if key in self._condition_cache}
         first = {key: i for i, key in reversed(list(enumerate(keys))) if key not in found}
         for key, i in first.items():
             maps = split_mask(labels[i : i + 1]) * 2 - 1  # [1, 20, 3, H, W] in [-1, 1]
             found[key] = self.encode_images(maps[0])  # [20, N, C]
-        for key in keys:
+        for key in keys if remember else ():
             self._remember(key, found[key])
         return torch.stack([found[key] for key in keys])
 

@@ -117,8 +117,10 @@ class Denoiser(nn.Module):
         """tokens [B, N, C] → images [B, 3, H, W] in [-1, 1]."""
         raise NotImplementedError
 
-    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
-        """Label maps [B, H, W] → the 20 condition maps' tokens [B, 20, N, C] (global first)."""
+    def mask_tokens(self, labels: torch.Tensor, remember: bool = True) -> torch.Tensor:
+        """Label maps [B, H, W] → the 20 condition maps' tokens [B, 20, N, C] (global first).
+
+        remember: keep them in the model's in-memory cache of masks, where it has one."""
         raise NotImplementedError
 
     def guidance(self, batch: int, device) -> torch.Tensor | None:
@@ -260,7 +262,7 @@ class FaceMoGLEModel(Denoiser):
     def decode(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return unpatchify(tokens, self.patch_size, height, width)
 
-    def mask_tokens(self, labels: torch.Tensor) -> torch.Tensor:
+    def mask_tokens(self, labels: torch.Tensor, remember: bool = True) -> torch.Tensor:
         return encode_masks(labels, self.patch_size)
 
 
