@@ -9,13 +9,14 @@ cache checks them, so a cache never silently serves another dataset's masks.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from ..io import atomic_write, read_json, write_json
 
 MANIFEST = "manifest.json"
 
@@ -39,8 +40,6 @@ def build_condition_cache(
     """Encode every mask of `dataset` (labels [B, R, R] → [B, 20, N, C]) and write shards + manifest."""
     from safetensors.torch import save_file
 
-    from ..pipeline import atomic_write
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     items: dict[str, dict] = {}
@@ -60,7 +59,7 @@ def build_condition_cache(
         name = f"shard_{shard:05d}.safetensors"
         atomic_write(folder / name, lambda p, t=tensors: save_file(t, p))
     manifest = {"encoder": encoder, "resolution": dataset.resolution, "items": items}
-    atomic_write(folder / MANIFEST, lambda p: Path(p).write_text(json.dumps(manifest)))
+    write_json(folder / MANIFEST, manifest, indent=None)
     return folder
 
 
@@ -73,7 +72,7 @@ class ConditionCache:
             raise CacheMismatchError(
                 f"{self.folder} has no {MANIFEST}; build the cache with build_condition_cache."
             )
-        self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        self.manifest = read_json(self.folder / MANIFEST)
         self._shards: dict[int, dict[str, torch.Tensor]] = {}
 
     def check(self, dataset, encoder: str | None = None) -> None:
