@@ -23,9 +23,19 @@ def cmd_version(args: argparse.Namespace) -> None:
     print(f"facemogle {__version__}")
 
 
+def add_version_parser(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+
+
 def cmd_labels(args: argparse.Namespace) -> None:
     for index, (name, rgb) in enumerate(zip(CLASSES, PALETTE.tolist())):
         print(f"{index:2d}  {name:<12}  RGB {tuple(rgb)}")
+
+
+def add_labels_parser(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("labels", help="list the 19 mask classes and their palette colours").set_defaults(
+        func=cmd_labels
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -75,11 +85,46 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(grid_path)
 
 
+def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
+    gen = subparsers.add_parser("generate", help="generate faces from a mask, a prompt, or both")
+    gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
+    gen.add_argument("--prompt", help="text description; omit for mask-only generation")
+    gen.add_argument("--out", default="face.png", help="output image (several images get _0, _1, … suffixes)")
+    gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
+    gen.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
+    gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    gen.add_argument(
+        "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
+    )
+    gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    gen.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="FLUX components' dtype"
+    )
+    gen.add_argument(
+        "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
+    )
+    gen.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
+    gen.set_defaults(func=cmd_generate)
+
+
 def cmd_init_model(args: argparse.Namespace) -> None:
     from .pipeline import FaceMoGLEPipeline
 
     FaceMoGLEPipeline.init(args.size, seed=args.seed).save_pretrained(args.out)
     print(f"random {args.size} model written to {args.out}")
+
+
+def add_init_model_parser(subparsers: argparse._SubParsersAction) -> None:
+    init = subparsers.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
+    init.add_argument("--out", required=True)
+    init.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(func=cmd_init_model)
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -90,12 +135,46 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     print(f"{args.count} SynthFace faces written to {root}")
 
 
+def add_data_synth_parser(subparsers: argparse._SubParsersAction) -> None:
+    synth = subparsers.add_parser(
+        "synth", help="write SynthFace faces, masks and captions in the MM-CelebA-HQ layout"
+    )
+    synth.add_argument("out")
+    synth.add_argument("--count", type=int, default=1000)
+    synth.add_argument("--size", type=int, default=64, help="resolution in pixels (64–512)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--start", type=int, default=0, help="first index (any index can be regenerated alone)"
+    )
+    synth.add_argument("--ext", choices=["jpg", "png"], default="jpg")
+    synth.add_argument("--workers", type=int, default=1)
+    synth.set_defaults(func=cmd_data_synth)
+
+
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.synthface import contact_sheet
 
     out = Path(args.out or Path(args.root) / "preview.png")
     contact_sheet(args.root, count=args.count, columns=args.columns).save(out)
     print(out)
+
+
+def add_data_preview_parser(subparsers: argparse._SubParsersAction) -> None:
+    preview = subparsers.add_parser("preview", help="save a contact sheet: faces above their coloured masks")
+    preview.add_argument("root")
+    preview.add_argument("--out")
+    preview.add_argument("--count", type=int, default=16)
+    preview.add_argument("--columns", type=int, default=8)
+    preview.set_defaults(func=cmd_data_preview)
+
+
+def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`facemogle data ACTION`: synth, preview."""
+    data = subparsers.add_parser("data", help="make or inspect datasets").add_subparsers(
+        dest="data_command", metavar="ACTION"
+    )
+    add_data_synth_parser(data)
+    add_data_preview_parser(data)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -127,6 +206,21 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
 
 
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train the compact model (runs under `accelerate launch` too)"
+    )
+    train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a finished or unfinished run in --out"
+    )
+    _add_train_options(train)
+    train.set_defaults(func=cmd_train)
+
+
 def cmd_train_evaluators(args: argparse.Namespace) -> None:
     from .evaluators import load_split, train_evaluator
 
@@ -143,119 +237,10 @@ def cmd_train_evaluators(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
-    from .metrics.report import PaperModels, evaluate
-
-    if args.model and args.images:
-        raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
-    paper = PaperModels(inception=args.inception, clip=args.clip, cmmd_clip=args.cmmd_clip, dino=args.dino,
-                        imagereward=args.imagereward)  # fmt: skip
-    report = evaluate(args.data, args.out, model=args.model, images=args.images, modes=tuple(args.mode), split=args.split,
-                      n=args.n, steps=args.steps, seed=args.seed, evaluators=args.evaluators, paper=paper,
-                      text_guidance=args.text_guidance, mask_guidance=args.mask_guidance)  # fmt: skip
-    print((Path(args.out) / "report.md").read_text())
-    print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
-
-
-def cmd_compare(args: argparse.Namespace) -> None:
-    from .metrics.compare import compare, compare_grid, compare_markdown
-
-    if len(args.evals) < 2:
-        raise UsageError("give two or more `facemogle eval --out` folders; the first is the baseline")
-    table = compare_markdown(compare(args.evals))
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
-    if args.grid:
-        compare_grid(args.evals).save(args.grid)
-        print(f"grid: {args.grid} (mask | {' | '.join(args.evals)} per mode | real)")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    import torch
-
-    from .train import export_model
-
-    dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
-    step = export_model(args.run, args.out, dtype=dtype, ema=not args.raw)
-    print(f"{'raw' if args.raw else 'EMA'} weights of step {step} written to {args.out}")
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import launch
-
-    launch(
-        args.model, host=args.host, port=args.port, allow_remote=args.allow_remote, parser_folder=args.parser
+def add_train_evaluators_parser(subparsers: argparse._SubParsersAction) -> None:
+    tev = subparsers.add_parser(
+        "train-evaluators", help="train the SynthFace face parser and attribute classifier"
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="facemogle",
-        description="Controllable face generation from semantic masks and text (Face-MoGLE).",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
-    sub.add_parser("labels", help="list the 19 mask classes and their palette colours").set_defaults(
-        func=cmd_labels
-    )
-    gen = sub.add_parser("generate", help="generate faces from a mask, a prompt, or both")
-    gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
-    gen.add_argument("--prompt", help="text description; omit for mask-only generation")
-    gen.add_argument("--out", default="face.png", help="output image (several images get _0, _1, … suffixes)")
-    gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
-    gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
-    gen.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
-    gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
-    gen.add_argument(
-        "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
-    )
-    gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
-    gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
-    gen.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default="float32", help="FLUX components' dtype"
-    )
-    gen.add_argument(
-        "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
-    )
-    gen.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
-    gen.set_defaults(func=cmd_generate)
-    data = sub.add_parser("data", help="make or inspect datasets").add_subparsers(
-        dest="data_command", metavar="ACTION"
-    )
-    synth = data.add_parser(
-        "synth", help="write SynthFace faces, masks and captions in the MM-CelebA-HQ layout"
-    )
-    synth.add_argument("out")
-    synth.add_argument("--count", type=int, default=1000)
-    synth.add_argument("--size", type=int, default=64, help="resolution in pixels (64–512)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument(
-        "--start", type=int, default=0, help="first index (any index can be regenerated alone)"
-    )
-    synth.add_argument("--ext", choices=["jpg", "png"], default="jpg")
-    synth.add_argument("--workers", type=int, default=1)
-    synth.set_defaults(func=cmd_data_synth)
-    preview = data.add_parser("preview", help="save a contact sheet: faces above their coloured masks")
-    preview.add_argument("root")
-    preview.add_argument("--out")
-    preview.add_argument("--count", type=int, default=16)
-    preview.add_argument("--columns", type=int, default=8)
-    preview.set_defaults(func=cmd_data_preview)
-    train = sub.add_parser("train", help="train the compact model (runs under `accelerate launch` too)")
-    train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
-    train.add_argument(
-        "--overwrite", action="store_true", help="replace a finished or unfinished run in --out"
-    )
-    _add_train_options(train)
-    train.set_defaults(func=cmd_train)
-    tev = sub.add_parser("train-evaluators", help="train the SynthFace face parser and attribute classifier")
     tev.add_argument("--data", required=True)
     tev.add_argument("--out", required=True)
     tev.add_argument("--kinds", nargs="+", choices=["parser", "classifier"], default=["parser", "classifier"])
@@ -264,7 +249,28 @@ def build_parser() -> argparse.ArgumentParser:
     tev.add_argument("--limit", type=int, help="use at most this many items per split")
     tev.add_argument("--seed", type=int, default=0)
     tev.set_defaults(func=cmd_train_evaluators)
-    ev = sub.add_parser(
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluators import load_evaluators
+    from .metrics.report import PaperModels, evaluate
+    from .pipeline import FaceMoGLEPipeline
+
+    if args.model and args.images:
+        raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
+    paper = PaperModels(inception=args.inception, clip=args.clip, cmmd_clip=args.cmmd_clip, dino=args.dino,
+                        imagereward=args.imagereward)  # fmt: skip
+    parser, classifier = load_evaluators(args.evaluators)
+    pipe = FaceMoGLEPipeline.from_pretrained(args.model) if args.images is None else None
+    report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
+                      modes=tuple(args.mode), split=args.split, n=args.n, steps=args.steps, seed=args.seed,
+                      paper=paper, text_guidance=args.text_guidance, mask_guidance=args.mask_guidance)  # fmt: skip
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
+    ev = subparsers.add_parser(
         "eval", help="generate for held-out items and score them (report.json, report.md, grid.png)"
     )
     ev.add_argument("--data", required=True, help="dataset folder in the MM-CelebA-HQ layout")
@@ -300,14 +306,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--imagereward", metavar="FOLDER", help="folder with ImageReward.pt and med_config.json"
     )
     ev.set_defaults(func=cmd_eval)
-    cmp = sub.add_parser(
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .metrics.compare import compare, compare_grid, compare_markdown
+
+    if len(args.evals) < 2:
+        raise UsageError("give two or more `facemogle eval --out` folders; the first is the baseline")
+    table = compare_markdown(compare(args.evals))
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+    if args.grid:
+        compare_grid(args.evals).save(args.grid)
+        print(f"grid: {args.grid} (mask | {' | '.join(args.evals)} per mode | real)")
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    cmp = subparsers.add_parser(
         "compare", help="compare evaluations of several models on the same items (paired bootstrap intervals)"
     )
     cmp.add_argument("evals", nargs="+", help="`facemogle eval --out` folders; the first is the baseline")
     cmp.add_argument("--out", help="also write the markdown table here")
     cmp.add_argument("--grid", help="also save an image grid of the first 8 items here (PNG)")
     cmp.set_defaults(func=cmd_compare)
-    export = sub.add_parser(
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import torch
+
+    from .train import export_model
+
+    dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
+    step = export_model(args.run, args.out, dtype=dtype, ema=not args.raw)
+    print(f"{'raw' if args.raw else 'EMA'} weights of step {step} written to {args.out}")
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
         "export", help="write a model folder from a run's latest checkpoint (EMA weights)"
     )
     export.add_argument("run", help="training run folder")
@@ -315,7 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
     export.set_defaults(func=cmd_export)
-    demo = sub.add_parser("demo", help="start the web demo (Gradio) on 127.0.0.1")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import launch
+
+    launch(
+        args.model, host=args.host, port=args.port, allow_remote=args.allow_remote, parser_folder=args.parser
+    )
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="start the web demo (Gradio) on 127.0.0.1")
     demo.add_argument("--model", help="model folder (default: the shipped model)")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=7860)
@@ -324,11 +371,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--parser", help="face-parser folder for photo → mask (default: the shipped SynthFace parser)"
     )
     demo.set_defaults(func=cmd_demo)
-    init = sub.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
-    init.add_argument("--out", required=True)
-    init.add_argument("--size", choices=["tiny", "small"], default="tiny")
-    init.add_argument("--seed", type=int, default=0)
-    init.set_defaults(func=cmd_init_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facemogle",
+        description="Controllable face generation from semantic masks and text (Face-MoGLE).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_version_parser(subparsers)
+    add_labels_parser(subparsers)
+    add_generate_parser(subparsers)
+    add_data_parser(subparsers)
+    add_train_parser(subparsers)
+    add_train_evaluators_parser(subparsers)
+    add_eval_parser(subparsers)
+    add_compare_parser(subparsers)
+    add_export_parser(subparsers)
+    add_demo_parser(subparsers)
+    add_init_model_parser(subparsers)
     return parser
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from importlib import resources
@@ -23,6 +22,7 @@ from .flow import (
     time_shift,
 )
 from .images import tensor_to_images
+from .io import atomic_write, write_json
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
 from .mogle import MoGLEConfig
@@ -166,7 +166,7 @@ class FaceMoGLEPipeline:
                 folder / OFFICIAL_MOGLE_FILE, lambda path: torch.save(self.model.mogle.to_official(), path)
             )
             config = {"format": FLUX_FORMAT, **self.config.to_dict()}
-        atomic_write(folder / CONFIG_FILE, lambda path: Path(path).write_text(json.dumps(config, indent=2)))
+        write_json(folder / CONFIG_FILE, config)
 
     @property
     def device(self) -> torch.device:
@@ -403,18 +403,6 @@ def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return lambda steps: tqdm(steps, total=total, desc="sampling", unit="step")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(temporary path) in the same folder, then rename over `path`, so a crash never leaves half a file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_config(folder: Path) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..io import atomic_write, read_json, write_json
 from ..text import TextEmbedding
 
 MANIFEST = "manifest.json"
@@ -134,10 +135,8 @@ def _save_shard(folder: Path, shard: int, tensors: dict[str, torch.Tensor], inde
     """A shard's tensors, then its index (which marks it complete), each written atomically."""
     from safetensors.torch import save_file
 
-    from ..pipeline import atomic_write
-
     atomic_write(folder / f"shard_{shard:05d}.safetensors", lambda p: save_file(tensors, p))
-    atomic_write(_index_path(folder, shard), lambda p: Path(p).write_text(json.dumps(index)))
+    write_json(_index_path(folder, shard), index, indent=None)
 
 
 def _wait_for(folder: Path, done: Callable[[], bool], poll_seconds: float) -> None:
@@ -153,12 +152,10 @@ def _wait_for(folder: Path, done: Callable[[], bool], poll_seconds: float) -> No
 
 
 def _write_manifest(folder: Path, shards: int, manifest: Callable[[dict], dict]) -> None:
-    from ..pipeline import atomic_write
-
     items: dict[str, dict] = {}
     for shard in range(shards):
-        items.update(json.loads(_index_path(folder, shard).read_text()))
-    atomic_write(folder / MANIFEST, lambda p: Path(p).write_text(json.dumps(manifest(items))))
+        items.update(read_json(_index_path(folder, shard)))
+    write_json(folder / MANIFEST, manifest(items), indent=None)
 
 
 def _read_tensor(folder: Path, shard: int, key: str) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..io import atomic_write, read_json, write_json
 from ..labels import LEFT_RIGHT_SWAP
 from ..precision import bf16_is_fast
 from .networks import (
@@ -27,6 +27,7 @@ __all__ = [
     "AttributeClassifier",
     "FaceParser",
     "load_evaluator",
+    "load_evaluators",
     "train_evaluator",
     "default_evaluator_folder",
 ]
@@ -50,7 +51,7 @@ def load_evaluator(kind: str, folder: str | os.PathLike | None = None):
             f"No {kind} evaluator in {folder} (config.json + model.safetensors); train one with "
             f"`facemogle train-evaluators --data DIR --out FOLDER` and pass --evaluators FOLDER."
         )
-    config = EvaluatorConfig(**json.loads((folder / "config.json").read_text()))
+    config = EvaluatorConfig(**read_json(folder / "config.json"))
     if config.kind != kind:
         raise EvaluatorError(f"{folder} holds a {config.kind}, not a {kind}.")
     network = NETWORKS[kind](config)
@@ -58,18 +59,22 @@ def load_evaluator(kind: str, folder: str | os.PathLike | None = None):
     return network.eval()
 
 
+def load_evaluators(folder: str | os.PathLike | None = None) -> tuple[FaceParser, AttributeClassifier]:
+    """The parser and the classifier from folder/parser and folder/classifier (default: the shipped ones)."""
+    folder = Path(folder) if folder else None
+    parser = load_evaluator("parser", folder / "parser" if folder else None)
+    classifier = load_evaluator("classifier", folder / "classifier" if folder else None)
+    return parser, classifier
+
+
 def save_evaluator(network, folder: Path, metrics: dict) -> None:
     from safetensors.torch import save_file
-
-    from ..pipeline import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in network.state_dict().items()}
     atomic_write(folder / "model.safetensors", lambda p: save_file(state, p))
-    atomic_write(
-        folder / "config.json", lambda p: Path(p).write_text(json.dumps(network.config.to_dict(), indent=2))
-    )
-    atomic_write(folder / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
+    write_json(folder / "config.json", network.config.to_dict())
+    write_json(folder / "metrics.json", metrics)
 
 
 def load_split(root: str | os.PathLike, split: str, resolution: int, limit: int | None = None):
@@ -78,7 +83,7 @@ def load_split(root: str | os.PathLike, split: str, resolution: int, limit: int 
 
     dataset = FaceMaskTextDataset(root, split=split, resolution=resolution, caption="first", validate=False)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    attributes = json.loads((Path(root) / "attributes.json").read_text())
+    attributes = read_json(Path(root) / "attributes.json")
     images, labels, targets, stems = [], [], [], []
     for i in tqdm(range(count), desc=f"loading {split}", unit="item", disable=count < 2000):
         item = dataset[i]

@@ -243,6 +243,9 @@ def _features(classifier, images: torch.Tensor) -> np.ndarray:
 def evaluate(
     data: str | os.PathLike,
     out: str | os.PathLike,
+    parser,
+    classifier,
+    pipe=None,
     model: str | os.PathLike | None = None,
     images: str | os.PathLike | None = None,
     modes: tuple[str, ...] = MODES,
@@ -250,23 +253,20 @@ def evaluate(
     n: int = 500,
     steps: int = 20,
     seed: int = 0,
-    evaluators: str | os.PathLike | None = None,
     paper: PaperModels | None = None,
     text_guidance: float = TEXT_GUIDANCE,
     mask_guidance: float = MASK_GUIDANCE,
 ) -> dict:
-    """Generate with `model` (or read `images`, named {stem}.png) and write report.json, report.md, grid.png."""
-    from ..evaluators import load_evaluator
-    from ..pipeline import FaceMoGLEPipeline
+    """Generate with `pipe` (or read `images`, named {stem}.png), score with the SynthFace `parser` and
+    `classifier`, and write report.json, report.md, grid.png.
 
+    pipe: a loaded FaceMoGLEPipeline, None with `images`. model: the folder it was loaded from, as the
+    report names it (None: the shipped default model).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    folder = Path(evaluators) if evaluators else None
-    parser = load_evaluator("parser", folder / "parser" if folder else None)
-    classifier = load_evaluator("classifier", folder / "classifier" if folder else None)
     paper = paper or PaperModels()
     paper_models, skipped = paper.load()
-    pipe = FaceMoGLEPipeline.from_pretrained(model) if images is None else None
     resolution = pipe.config.resolution if pipe else parser.config.resolution
     items = load_items(data, split, n, resolution)
     train_items = load_items(data, "train", len(items), resolution)

@@ -1,0 +1,122 @@
+"""Run folders and checkpoints: start, resume or refuse a run folder; save, find and load checkpoints; export
+a model folder from one.
+
+A checkpoint is one file, written atomically (temporary file, then rename), so the latest one is always
+complete: for `--resume` after a crash, and for `export` while the run goes on. Older ones are removed only
+after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_write, read_json, write_json
+from ..pipeline import FaceMoGLEPipeline
+from .build import build_model, trainable_state
+from .config import RunFolderError, TrainConfig
+
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model"
+DONE = "DONE"
+# options that fix the model's shapes or the stream of random draws: a resumed run must keep them
+RESUME_FIXED = ("backend", "flux", "lora_rank", "size", "resolution", "patch_size", "gating", "experts",
+                "local_experts", "batch_size", "seed")  # fmt: skip
+
+
+def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Check that `out` can hold this run as asked (new, resumed or overwritten); write train_config.json."""
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    elif resume:
+        if not latest_checkpoint(out):
+            raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
+        saved = read_json(out / "train_config.json")
+        changed = {k for k in RESUME_FIXED if saved.get(k, getattr(TrainConfig(), k)) != getattr(config, k)}
+        if changed:
+            raise RunFolderError(
+                f"--resume with other {sorted(changed)} than the run in {out}; resume with the saved config."
+            )
+    elif (out / DONE).exists():
+        raise RunFolderError(
+            f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out."
+        )
+    elif latest_checkpoint(out):
+        raise RunFolderError(
+            f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over."
+        )
+    (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    (out / "samples").mkdir(exist_ok=True)
+    write_json(out / "train_config.json", dataclasses.asdict(config))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    checkpoints = sorted((out / CHECKPOINTS).glob("step_*.pt")) if (out / CHECKPOINTS).is_dir() else []
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step) -> None:
+    """Everything needed to continue bit for bit, written atomically; older checkpoints beyond keep are removed."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    state = {
+        "step": step,
+        "model": {name: p.detach() for name, p in trainable_state(model).items()},
+        "ema": ema,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    path = out / CHECKPOINTS / f"step_{step:07d}.pt"
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    for old in sorted((out / CHECKPOINTS).glob("step_*.pt"))[: -config.keep_checkpoints]:
+        old.unlink()
+
+
+def load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
+    """Restore the latest checkpoint of `out` into the model, optimizer, scheduler, EMA and RNG; returns its step."""
+    path = latest_checkpoint(out)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise RunFolderError(
+            f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before."
+        ) from None
+    _load_trainable(model, state["model"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for name, value in state["ema"].items():
+        ema[name].copy_(value)
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def _load_trainable(model: torch.nn.Module, state: dict, path: Path) -> None:
+    expected = set(trainable_state(model))
+    if set(state) != expected:
+        raise RunFolderError(
+            f"Checkpoint {path} does not match the run's model ({len(set(state) ^ expected)} parameter names "
+            "differ); was train_config.json edited? Resume or export with the config the run was started with."
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def export_model(
+    run: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None, ema: bool = True
+) -> int:
+    """Write a model folder from a run's latest checkpoint (EMA weights by default), finished or not; returns its step."""
+    run = Path(run)
+    path = latest_checkpoint(run)
+    if path is None:
+        raise RunFolderError(f"{run} has no checkpoint to export; is it a training run folder?")
+    config = TrainConfig(**read_json(run / "train_config.json"))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model, text_encoder = build_model(config, "cpu")
+    _load_trainable(model, state["ema"] if ema else state["model"], path)
+    FaceMoGLEPipeline(model, text_encoder).save_pretrained(out, dtype=dtype)
+    return int(state["step"])

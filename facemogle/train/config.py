@@ -1,0 +1,82 @@
+"""The options of a training run (saved as train_config.json in its run folder) and the error for a run
+folder or options that cannot be used as asked."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..io import read_options
+from ..model import FaceMoGLEConfig, config_for_size
+from ..mogle import MoGLEConfig
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked; the message says which flag to pass."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run; saved as train_config.json in the run folder. The CLI overrides fields."""
+
+    data: str = "data/synthface"
+    out: str = "runs/default"
+    backend: str = "compact"  # compact: the small model, all weights learn | flux: FLUX.1-dev + LoRA + MoGLE
+    flux: str | None = None  # flux backend: a local FLUX.1-dev folder in the diffusers layout
+    lora_rank: int = 4  # flux backend: LoRA rank (alpha = rank, as the paper)
+    gradient_checkpointing: bool = False
+    condition_cache: str | None = None  # precomputed mask encodings; flux default: <out>/condition_cache
+    size: str = "small"  # compact model preset, see model.SIZES
+    resolution: int = 64
+    patch_size: int | None = None  # compact: pixels per token side; None: the preset's (4 at "small")
+    gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
+    experts: bool = True
+    local_experts: bool = True  # False: the global expert alone (ablation)
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    steps: int = 10000
+    lr: float = 3e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | prodigy
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    mixed_precision: str = "auto"  # auto (bf16 where the device runs it fast) | bf16 | no
+    seed: int = 0
+    drop_text: float = 0.1
+    drop_mask: float = 0.1
+    drop_local: float = 0.1
+    checkpoint_every: int = 500
+    sample_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    cache_in_memory: bool = True
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a JSON or YAML config file."""
+        data = read_options(path)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown training options {sorted(unknown)}.")
+        return cls(**data)
+
+    def model_config(self) -> FaceMoGLEConfig:
+        overrides = {"patch_size": self.patch_size} if self.patch_size else {}
+        config = config_for_size(self.size, resolution=self.resolution, **overrides)
+        config.mogle = self.mogle_config(config.mogle)
+        return config
+
+    def mogle_config(self, base: MoGLEConfig | None = None) -> MoGLEConfig:
+        """The MoGLE ablation switches of this run applied to `base` (default sizes when None)."""
+        base = base or MoGLEConfig()
+        num_experts = base.num_experts if self.local_experts else 1
+        return dataclasses.replace(base, gating=self.gating, experts=self.experts, num_experts=num_experts)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Frozen full-scale weights and cached conditions: bfloat16 under bf16 mixed precision."""
+        return torch.bfloat16 if self.mixed_precision == "bf16" else torch.float32
