@@ -176,8 +176,8 @@ def test_training_step_changes_only_lora_and_mogle(flux_pipe):
 
 
 def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_folder, tmp_path, capsys):
-    """`facemogle train --backend flux`: each mask is VAE-encoded once (the disk cache serves every later
-    epoch and the resumed run), only LoRA + MoGLE are checkpointed, and the exported folder generates."""
+    """`facemogle train --backend flux`: each mask and image is VAE-encoded once (the disk cache serves every
+    later epoch and the resumed run), only LoRA + MoGLE are checkpointed, and the exported folder generates."""
     from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
@@ -202,9 +202,10 @@ def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_
     manifest = json.loads((tmp_path / "run" / "condition_cache" / "manifest.json").read_text())
     train_items = len(manifest["items"])
     assert 2 <= train_items <= 4  # six images per run, so every mask is served again from the cache
-    mask_maps = [n for n in encoded if n % 20 == 0 and n > 2]
-    assert sum(mask_maps) == 20 * train_items  # each mask's 20 maps encoded exactly once, over both runs
-    assert encoded.count(2) == 6  # the images: one VAE call per step
+    # each mask's 20 maps and each image encoded exactly once, over both runs (the image latents are
+    # cached beside the conditions, not encoded at every step)
+    assert sorted(encoded) == sorted([20] * train_items + [train_items])
+    assert manifest["images"] is True
     checkpoint = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1], weights_only=True)
     assert checkpoint["step"] == 6
     assert all("lora_" in n or n.startswith("mogle.") for n in checkpoint["model"])
@@ -370,3 +371,32 @@ def test_quantized_loading_generates_with_the_lora_and_with_offload(flux_pipe, f
         FaceMoGLEPipeline.from_flux(flux_folder, resolution=64, quantization="int3")
     with pytest.raises(QuantizationError, match="CUDA only"):
         FaceMoGLEPipeline.from_flux(flux_folder, resolution=64, quantization="nf4")
+
+
+@pytest.mark.slow
+def test_train_backend_flux_on_300_masks_bounded_vae_calls_and_a_text_cache(flux_folder, tmp_path):
+    """More distinct masks than any in-memory cache holds; no VAE call sees more than 80 images."""
+    from diffusers import AutoencoderKL
+
+    from facemogle.cli import main
+    from facemogle.data.synthface import write_synthface
+
+    data = write_synthface(tmp_path / "sf", 340, size=64, progress=False)
+    encoded = []
+    original = AutoencoderKL.encode
+
+    def counting(self, x, *args, **kwargs):
+        encoded.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    args = ["train", "--backend", "flux", "--flux", str(flux_folder), "--data", str(data), "--out", str(tmp_path / "run"),
+            "--resolution", "64", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--sample-every", "0",
+            "--mixed-precision", "no", "--text-cache", "true"]  # fmt: skip
+    with mock.patch.object(AutoencoderKL, "encode", counting):
+        assert main(args) == 0
+    manifest = json.loads((tmp_path / "run" / "condition_cache" / "manifest.json").read_text())
+    items = len(manifest["items"])
+    assert items >= 300 and manifest["images"]
+    assert max(encoded) <= 80 and sum(encoded) == 21 * items  # 20 maps + 1 image per item, once
+    text = json.loads((tmp_path / "run" / "text_cache" / "manifest.json").read_text())
+    assert len(text["items"]) >= items  # every caption of every training item

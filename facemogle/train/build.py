@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import torch
 
+from ..flow import AUTHORS_SAMPLING
 from ..model import Denoiser, FaceMoGLEModel
 from ..pipeline import load_text_encoder
 from ..text import TextEncoder
@@ -27,8 +29,13 @@ def build_model(config: TrainConfig, device: torch.device | str) -> tuple[Denois
         raise RunFolderError(
             "--backend flux needs --flux FOLDER: a local FLUX.1-dev folder in the diffusers layout."
         )
+    # Trained with mask dropout, the model serves text-only requests without a mask stream; the released
+    # weights (no dropout) need the authors' all-background mask instead.
+    sampling = dataclasses.replace(
+        AUTHORS_SAMPLING, text_only="dropped" if config.drop_mask > 0 else "background"
+    )
     flux_config = FluxMoGLEConfig(flux_folder=config.flux, resolution=config.resolution, lora_rank=config.lora_rank,
-                                  lora_alpha=config.lora_rank, mogle=config.mogle_config())  # fmt: skip
+                                  lora_alpha=config.lora_rank, mogle=config.mogle_config(), sampling=sampling)  # fmt: skip
     model, text_encoder = load_flux(config.flux, config=flux_config, dtype=config.dtype, device=device)
     model.add_lora("gaussian")
     model.requires_grad_(False)

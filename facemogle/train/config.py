@@ -29,6 +29,7 @@ class TrainConfig:
     lora_rank: int = 4  # flux backend: LoRA rank (alpha = rank, as the paper)
     gradient_checkpointing: bool = False
     condition_cache: str | None = None  # precomputed mask encodings; flux default: <out>/condition_cache
+    text_cache: bool = False  # encode each distinct caption once into <out>/text_cache (T5: ≈ 4 MB each)
     size: str = "small"  # compact model preset, see model.SIZES
     resolution: int = 64
     patch_size: int | None = None  # compact: pixels per token side; None: the preset's (4 at "small")

@@ -42,8 +42,8 @@ class TrainingObjective(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images, labels, text, null_text, randomness, condition_tokens=None):
-        return self.model.loss(images, labels, text, null_text, randomness, condition_tokens)
+    def forward(self, images, labels, text, null_text, randomness, condition_tokens=None, image_tokens=None):
+        return self.model.loss(images, labels, text, null_text, randomness, condition_tokens, image_tokens)
 
 
 def train(
@@ -68,6 +68,7 @@ def train(
     model, text_encoder = build_model(config, accelerator.device)
     null_text = text_encoder.encode([""]).to(accelerator.device)
     cache = _condition_cache(config, model, dataset, accelerator)
+    text_cache = _text_cache(config, text_encoder, dataset, accelerator)
     objective = TrainingObjective(model)
     optimizer = build_optimizer(config, trainable_state(model).values())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -102,19 +103,21 @@ def train(
                     config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
                 ).slice(mine)
                 condition_tokens = cache.batch(stems, accelerator.device) if cache else None
+                image_tokens = cache.images(stems, accelerator.device) if cache and cache.has_images else None
                 last = micro == config.grad_accum - 1
                 with (
                     contextlib.nullcontext() if last else accelerator.no_sync(objective)
                 ):  # all-reduce once per step
                     with autocast:
-                        text = text_encoder.encode(captions).to(accelerator.device)
+                        text = text_cache.batch(captions) if text_cache else text_encoder.encode(captions)
                         loss = objective(
                             images,
                             labels,
-                            text,
+                            text.to(accelerator.device),
                             null_text,
                             randomness.to(accelerator.device),
                             condition_tokens,
+                            image_tokens,
                         )
                     accelerator.backward(loss / config.grad_accum)
             if config.grad_clip > 0:
@@ -198,25 +201,48 @@ def _collate(items: list[dict], device: torch.device | str):
 
 
 def _condition_cache(config: TrainConfig, model: Denoiser, dataset, accelerator):
-    """The dataset's mask encodings on disk (built once by the main process), or None (encode each step)."""
+    """The dataset's mask encodings on disk, and at full scale its image latents (the VAE mean), built by
+    all processes, each its share; or None (encode each step)."""
     folder = config.condition_cache or (
         str(Path(config.out) / "condition_cache") if config.backend == "flux" else None
     )
     if folder is None:
         return None
-    from ..data.cache import MANIFEST, ConditionCache, build_condition_cache
+    from ..data.cache import ConditionCache, build_condition_cache
 
+    device = accelerator.device
     encoder = f"{config.backend}:{config.flux or model.patch_size}"
-    if accelerator.is_main_process and not (Path(folder) / MANIFEST).is_file():
 
-        def encode(labels: torch.Tensor) -> torch.Tensor:
-            return model.mask_tokens(labels.to(accelerator.device)).to("cpu", config.dtype)
+    def encode(labels: torch.Tensor) -> torch.Tensor:
+        return model.mask_tokens(labels.to(device), remember=False).to("cpu", config.dtype)
 
-        build_condition_cache(dataset, encode, folder, encoder)
-    accelerator.wait_for_everyone()
+    def encode_images(images: torch.Tensor) -> torch.Tensor:
+        return model.encode_images(images.to(device)).to("cpu", torch.float32)
+
+    flux = config.backend == "flux"
+    build_condition_cache(
+        dataset, encode, folder, encoder, encode_images=encode_images if flux else None,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )  # fmt: skip
     cache = ConditionCache(folder)
     cache.check(dataset, encoder)
     return cache
+
+
+def _text_cache(config: TrainConfig, text_encoder, dataset, accelerator):
+    """Every training caption's encoding on disk (--text-cache), built by all processes; or None."""
+    if not config.text_cache:
+        return None
+    from ..data.cache import TextCache, build_text_cache
+
+    encoder = f"{config.backend}:{config.flux or 'minilm'}:{getattr(text_encoder, 'max_tokens', '')}"
+    captions = [caption for stem in dataset.stems for caption in dataset.captions[stem]]
+    folder = Path(config.out) / "text_cache"
+    build_text_cache(
+        captions, text_encoder.encode, folder, encoder, dtype=config.dtype,
+        rank=accelerator.process_index, world_size=accelerator.num_processes,
+    )  # fmt: skip
+    return TextCache(folder, encoder)
 
 
 def _open_dataset(config: TrainConfig):
