@@ -10,9 +10,10 @@ from PIL import Image
 
 from . import __version__
 from .data.folders import DatasetError
-from .flow import MASK_GUIDANCE, TEXT_GUIDANCE
+from .flow import TEXT_ONLY_MODES
 from .images import image_grid
 from .labels import CLASSES, PALETTE, MaskError
+from .quantization import QUANTIZATIONS
 
 
 class UsageError(Exception):
@@ -48,7 +49,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     pipe = FaceMoGLEPipeline.from_pretrained(
-        args.model, dtype=dtype, device="cpu" if args.offload else args.device
+        args.model, dtype=dtype, device="cpu" if args.offload else args.device, quantization=args.quantize
     )
     if args.offload:
         getattr(pipe, f"enable_{args.offload}_cpu_offload")(args.device)
@@ -59,7 +60,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         images = pipe(
             prompt=args.prompt, mask=args.mask, num_inference_steps=args.steps, text_guidance=args.text_guidance,
             mask_guidance=args.mask_guidance, seed=args.seed, num_images=args.num_images, sampler=args.sampler,
-            fit=args.fit, progress=True,
+            fit=args.fit, progress=True, text_only=args.text_only,
         )  # fmt: skip
     for warning in caught:
         print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
@@ -85,18 +86,34 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(grid_path)
 
 
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Steps and guidance; left out, the model's own (config.json "sampling")."""
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    parser.add_argument("--text-guidance", type=float, help="1 = none (default: the model's)")
+    parser.add_argument("--mask-guidance", type=float, help="1 = none (default: the model's)")
+
+
 def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
-    gen = subparsers.add_parser("generate", help="generate faces from a mask, a prompt, or both")
+    gen = subparsers.add_parser(
+        "generate", help="generate faces from a mask, a prompt, or both",
+        description="Generate faces from a mask, a prompt, or both. Sampling settings left out (steps, "
+        "guidance, sampler, text-only mode) come from the model folder's config.json, key \"sampling\": "
+        "20 Euler steps with text guidance 4 and mask guidance 1.5 for the shipped compact model; the "
+        "authors' 28 Euler steps without classifier-free guidance at full scale.",
+    )  # fmt: skip
     gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
     gen.add_argument("--prompt", help="text description; omit for mask-only generation")
     gen.add_argument("--out", default="face.png", help="output image (several images get _0, _1, … suffixes)")
     gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
-    gen.add_argument("--steps", type=int, default=20)
+    _add_sampling_options(gen)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
-    gen.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
-    gen.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    gen.add_argument("--sampler", choices=["euler", "heun"], help="default: the model's")
+    gen.add_argument(
+        "--text-only", choices=list(TEXT_ONLY_MODES),
+        help="text → face: 'dropped' (no mask stream) or 'background' (an all-background mask, as the "
+        "authors' demo); default: the model's",
+    )  # fmt: skip
     gen.add_argument(
         "--fit", choices=["error", "crop", "pad"], default="error", help="how to square a non-square mask"
     )
@@ -109,6 +126,10 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
         "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
     )
     gen.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
+    gen.add_argument(
+        "--quantize", choices=sorted(QUANTIZATIONS),
+        help="full scale: load the transformer and T5 quantized (int8/float8: torchao; nf4: bitsandbytes, CUDA)",
+    )  # fmt: skip
     gen.set_defaults(func=cmd_generate)
 
 
@@ -254,19 +275,37 @@ def add_train_evaluators_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluators import load_evaluators
     from .metrics.report import PaperModels, evaluate
-    from .pipeline import FaceMoGLEPipeline
+    from .pipeline import FaceMoGLEPipeline, model_fingerprint
 
     if args.model and args.images:
         raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
     paper = PaperModels(inception=args.inception, clip=args.clip, cmmd_clip=args.cmmd_clip, dino=args.dino,
                         imagereward=args.imagereward)  # fmt: skip
     parser, classifier = load_evaluators(args.evaluators)
-    pipe = FaceMoGLEPipeline.from_pretrained(args.model) if args.images is None else None
+    state = _process_state()  # one process, or each of `accelerate launch`'s
+    pipe = fingerprint = None
+    if args.images is None:
+        pipe = FaceMoGLEPipeline.from_pretrained(args.model, device=state.device if state else "cpu")
+        fingerprint = model_fingerprint(args.model)
     report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
                       modes=tuple(args.mode), split=args.split, n=args.n, steps=args.steps, seed=args.seed,
-                      paper=paper, text_guidance=args.text_guidance, mask_guidance=args.mask_guidance)  # fmt: skip
-    print((Path(args.out) / "report.md").read_text())
-    print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
+                      paper=paper, text_guidance=args.text_guidance, mask_guidance=args.mask_guidance,
+                      fingerprint=fingerprint, rank=state.process_index if state else 0,
+                      world_size=state.num_processes if state else 1)  # fmt: skip
+    if report is not None:
+        print((Path(args.out) / "report.md").read_text())
+        print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
+
+
+def _process_state():
+    """accelerate's view of this process (rank, count, device) when launched by accelerate or torchrun."""
+    import os
+
+    if "WORLD_SIZE" not in os.environ:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -285,12 +324,13 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         help="none: unconditional samples (a realism baseline)",
     )
     ev.add_argument("--split", default="test")
-    ev.add_argument("--n", type=int, default=500)
-    ev.add_argument("--steps", type=int, default=20)
+    ev.add_argument(
+        "--num-items", "--n", dest="n", type=int, default=500,
+        help="items per mode (--n is short for it, but torchrun and accelerate launch reject its abbreviation)",
+    )  # fmt: skip
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
-    ev.add_argument("--text-guidance", type=float, default=TEXT_GUIDANCE)
-    ev.add_argument("--mask-guidance", type=float, default=MASK_GUIDANCE)
+    _add_sampling_options(ev)
     paper = ev.add_argument_group(
         "the paper's metrics (skipped, with the reason in the report, when not given)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,3 +40,33 @@ def read_options(path: str | os.PathLike) -> dict:
 
         return yaml.safe_load(text) or {}
     return json.loads(text)
+
+
+# ----------------------------------------------------------------------------
+# The processes of a distributed run waiting on each other's files (no collective, so no timeout)
+# ----------------------------------------------------------------------------
+
+
+class ProcessFailedError(RuntimeError):
+    """Another process of the run failed; the message is its error."""
+
+
+def failure_marker(folder: Path, rank: int) -> Path:
+    """The file a failing process leaves, so the others stop instead of waiting for it."""
+    return Path(folder) / f"FAILED_rank{rank}.txt"
+
+
+def mark_failure(folder: Path, rank: int, error: BaseException) -> None:
+    failure_marker(folder, rank).write_text(f"process {rank}: {type(error).__name__}: {error}")
+
+
+def wait_for(folder: Path, done: Callable[[], bool], what: str, poll_seconds: float = 2.0) -> None:
+    """Wait, without a time limit, until done(); stop with the message of a process that failed."""
+    while not done():
+        failures = sorted(Path(folder).glob("FAILED_rank*.txt"))
+        if failures:
+            raise ProcessFailedError(
+                f"{what} failed in another process: {failures[0].read_text()}. Fix that and start again "
+                "(finished work is kept)."
+            )
+        time.sleep(poll_seconds)

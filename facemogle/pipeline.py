@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -403,6 +404,19 @@ def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return lambda steps: tqdm(steps, total=total, desc="sampling", unit="step")
+
+
+def model_fingerprint(folder: str | os.PathLike | None = None) -> str:
+    """A hash of a model folder's config and weights (None: the shipped default), so that results made
+    with other weights at the same path are never taken for this model's."""
+    folder = Path(folder) if folder is not None else default_model_folder()
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(2**20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def read_config(folder: Path) -> dict:

@@ -92,3 +92,80 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     none = json.loads((tmp_path / "ev" / "report.json").read_text())["modes"]["none"]
     assert "frechet" in none and "mask" not in none and "text" not in none
     assert main([*args, "--text-guidance", "3"]) == 2
+
+
+def _flat(tree, prefix=""):
+    """A nested report as {path: number}; other leaves must be equal as text."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, value in enumerate(tree) for k, v in _flat(value, f"{prefix}/{i}").items()}
+    return {prefix: tree if isinstance(tree, (int, float)) else str(tree)}
+
+
+def test_eval_on_two_processes_gives_the_report_of_one(data, evaluators, tmp_path):
+    import os
+    import subprocess
+
+    from conftest import free_port
+
+    assert main(["init-model", "--out", str(tmp_path / "model")]) == 0
+    common = ["--model", str(tmp_path / "model"), "--data", str(data), "--num-items", "5", "--steps", "2",
+              "--evaluators", str(evaluators), "--mode", "mask", "both"]  # fmt: skip
+    assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "eval",
+         *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert _flat(one["modes"]) == pytest.approx(
+        _flat(two["modes"]), rel=1e-6
+    )  # Fréchet's sqrtm: ~1e-12 noise
+    assert one["n"] == two["n"] == 5
+    for mode in ("mask", "both"):
+        for path in (tmp_path / "one" / mode).glob("*.png"):
+            assert np.array_equal(
+                np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "two" / mode / path.name))
+            )
+    assert not list((tmp_path / "two").glob("FAILED_rank*"))
+
+
+def test_eval_never_reuses_images_of_other_data_splits_or_weights(data, evaluators, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["init-model", "--out", str(model), "--seed", "0"]) == 0
+    args = ["eval", "--model", str(model), "--data", str(data), "--n", "3", "--steps", "2", "--mode", "mask",
+            "--out", str(tmp_path / "ev"), "--evaluators", str(evaluators)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--split", "train"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["init-model", "--out", str(model), "--seed", "1"]) == 0  # retrained at the same path
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_eval_images_of_several_modes_need_one_folder_per_mode(data, evaluators, tmp_path, capsys):
+    flat = [
+        "eval",
+        "--images",
+        str(data / "face"),
+        "--data",
+        str(data),
+        "--n",
+        "3",
+        "--evaluators",
+        str(evaluators),
+    ]
+    assert main([*flat, "--out", str(tmp_path / "a")]) == 2
+    assert "pass --mode with the one mode" in capsys.readouterr().err
+    for mode in ("mask", "text", "both"):
+        (tmp_path / "per_mode" / mode).mkdir(parents=True)
+        for path in sorted((data / "face").iterdir())[:40]:
+            (tmp_path / "per_mode" / mode / path.name).write_bytes(path.read_bytes())
+    per_mode = ["eval", "--images", str(tmp_path / "per_mode"), *flat[3:], "--out", str(tmp_path / "b")]
+    assert main(per_mode) == 0
+    assert set(json.loads((tmp_path / "b" / "report.json").read_text())["modes"]) == {"mask", "text", "both"}

@@ -342,8 +342,8 @@ def test_the_authors_text_only_input_and_the_dropped_stream(flux_pipe):
 
 def test_quantized_loading_generates_with_the_lora_and_with_offload(flux_pipe, flux_folder, tmp_path):
     pytest.importorskip("torchao")
-    from facemogle.flux import QuantizationError
     from facemogle.pipeline import FaceMoGLEPipeline
+    from facemogle.quantization import QuantizationError
 
     flux_pipe.model.add_lora()
     _randomise_lora(flux_pipe.model)

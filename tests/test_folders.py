@@ -174,7 +174,8 @@ def test_two_processes_build_one_cache_with_image_latents_and_a_build_resumes(tm
 def test_a_process_that_fails_stops_the_others_waiting_for_the_cache(tmp_path):
     import threading
 
-    from facemogle.data.cache import CacheBuildError, build_condition_cache
+    from facemogle.data.cache import build_condition_cache
+    from facemogle.io import ProcessFailedError
 
     root = make_folder(tmp_path / "d", [str(i) for i in range(4)])
     data = FaceMaskTextDataset(root, "all", resolution=16)
@@ -208,7 +209,7 @@ def test_a_process_that_fails_stops_the_others_waiting_for_the_cache(tmp_path):
     assert not any(thread.is_alive() for thread in ranks)
     assert isinstance(errors[1], OSError)
     assert (
-        isinstance(errors[0], CacheBuildError)
+        isinstance(errors[0], ProcessFailedError)
         and "disk full" in str(errors[0])
         and "process 1" in str(errors[0])
     )

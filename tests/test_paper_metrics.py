@@ -157,7 +157,7 @@ def test_eval_reports_paper_metrics_and_skips(tmp_path, clip_folder, dino_folder
 
     for kind in ("parser", "classifier"):
         train_evaluator(kind, data, tmp_path / "ev" / kind, steps=2, batch_size=4, resolution=32)
-    args = ["eval", "--images", str(data / "face"), "--data", str(data), "--n", "6", "--mode", "both", "mask",
+    args = ["eval", "--images", str(data / "face"), "--data", str(data), "--n", "6", "--mode", "both",
             "--out", str(tmp_path / "out"), "--evaluators", str(tmp_path / "ev"), "--inception", str(inception_file),
             "--clip", str(clip_folder), "--dino", str(dino_folder)]  # fmt: skip
     assert main(args) == 0

@@ -9,9 +9,9 @@ them, so a cache never silently serves another dataset's files.
 
 Building is shared by the processes of a distributed run: process r of N encodes shards r, r + N, …,
 each written atomically with a small index beside it, so an interrupted build resumes where it stopped.
-The processes then wait for each other on the files themselves (no collective with a timeout): the
-first process writes the manifest once every shard's index is there, and a process that fails leaves a
-marker that makes the others stop with its message instead of waiting forever.
+The processes then wait for each other on the files themselves (io.wait_for: no collective with a
+timeout): the first process writes the manifest once every shard's index is there, and a process that
+fails leaves a marker that makes the others stop with its message instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -20,14 +20,21 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..io import atomic_write, read_json, write_json
+from ..io import (
+    ProcessFailedError,
+    atomic_write,
+    failure_marker,
+    mark_failure,
+    read_json,
+    wait_for,
+    write_json,
+)
 from ..text import TextEmbedding
 
 MANIFEST = "manifest.json"
@@ -36,10 +43,6 @@ IMAGE_SUFFIX = ".image"  # the key of an item's image latents beside its conditi
 
 class CacheMismatchError(ValueError):
     """A condition cache that does not match the dataset it was opened with."""
-
-
-class CacheBuildError(RuntimeError):
-    """Another process failed while building the cache; the message is its error."""
 
 
 def file_hash(path: Path) -> str:
@@ -84,8 +87,7 @@ def _build_shards(folder, count, shard_size, write_shard, manifest, rank, world_
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / MANIFEST).is_file():
         return folder
-    failure = folder / f"FAILED_rank{rank}.txt"
-    failure.unlink(missing_ok=True)
+    failure_marker(folder, rank).unlink(missing_ok=True)
     starts = list(range(0, count, shard_size))
     mine = [shard for shard in range(len(starts)) if shard % world_size == rank]
     try:
@@ -94,14 +96,16 @@ def _build_shards(folder, count, shard_size, write_shard, manifest, rank, world_
                 write_shard(folder, shard, range(starts[shard], min(starts[shard] + shard_size, count)))
         if rank == 0:
             all_done = lambda: all(_index_path(folder, s).is_file() for s in range(len(starts)))  # noqa: E731
-            _wait_for(folder, all_done, poll_seconds)
+            wait_for(folder, all_done, f"Building the cache {folder}", poll_seconds)
             _write_manifest(folder, len(starts), manifest)
         else:
-            _wait_for(folder, lambda: (folder / MANIFEST).is_file(), poll_seconds)
-    except CacheBuildError:
+            wait_for(
+                folder, lambda: (folder / MANIFEST).is_file(), f"Building the cache {folder}", poll_seconds
+            )
+    except ProcessFailedError:
         raise
     except BaseException as error:
-        failure.write_text(f"process {rank}: {type(error).__name__}: {error}")
+        mark_failure(folder, rank, error)
         raise
     return folder
 
@@ -137,18 +141,6 @@ def _save_shard(folder: Path, shard: int, tensors: dict[str, torch.Tensor], inde
 
     atomic_write(folder / f"shard_{shard:05d}.safetensors", lambda p: save_file(tensors, p))
     write_json(_index_path(folder, shard), index, indent=None)
-
-
-def _wait_for(folder: Path, done: Callable[[], bool], poll_seconds: float) -> None:
-    """Wait, without a time limit, until done(); stop with the message of a process that failed."""
-    while not done():
-        failures = sorted(folder.glob("FAILED_rank*.txt"))
-        if failures:
-            raise CacheBuildError(
-                f"Building the cache {folder} failed in another process: "
-                f"{failures[0].read_text()}. Fix that and start again (finished shards are kept)."
-            )
-        time.sleep(poll_seconds)
 
 
 def _write_manifest(folder: Path, shards: int, manifest: Callable[[dict], dict]) -> None:

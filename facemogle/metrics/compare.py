@@ -15,7 +15,7 @@ from PIL import Image
 from .attributes import hit_rate
 from .bootstrap import bootstrap_interval
 from .mask import miou
-from .report import PER_ITEM, find_image, load_items, sample_sheet
+from .report import PER_ITEM, find_image, load_items, mode_folder, sample_sheet
 
 PAIRED = {"confusion": ("miou", miou), "attributes": ("accuracy", hit_rate)}  # per-item counts → score
 
@@ -81,8 +81,9 @@ def compare_grid(folders: list[str | os.PathLike], rows: int = 8) -> Image.Image
     evaluations = [load_evaluation(folder) for folder in folders]
     generated = {}
     for folder, (report, arrays) in zip(folders, evaluations):
-        for mode in report["modes"]:
-            images = Path(report["images"]) if report["images"] else Path(folder) / mode
+        modes = tuple(report["modes"])
+        for mode in modes:
+            images = mode_folder(Path(folder), report["images"], mode, modes)
             generated[f"{folder}/{mode}"] = [
                 Image.open(find_image(images, stem)).convert("RGB") for stem in arrays["stems"][:rows]
             ]

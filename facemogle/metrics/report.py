@@ -17,7 +17,6 @@ item's caption (the paper does the same for mask-only generation).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.synthface import parse_caption
-from ..flow import MASK_GUIDANCE, TEXT_GUIDANCE
 from ..images import image_grid, images_to_tensor
+from ..io import atomic_write, read_json, write_json
 from ..labels import colorize, resize_labels
 from . import MetricUnavailable
 from .attributes import attribute_accuracy, attribute_hits
@@ -111,32 +110,59 @@ def load_items(data: str | os.PathLike, split: str, n: int, resolution: int) -> 
     return items
 
 
-def generate(pipe, items: list[EvalItem], mode: str, out: Path, settings: dict) -> list[Image.Image]:
-    """Generate (or reuse, when already on disk with the same settings) one image per item, in item order.
+def generate(
+    pipe, items: list[EvalItem], mode: str, out: Path, settings: dict, rank: int = 0, world_size: int = 1
+) -> None:
+    """Generate (or keep, when already on disk with the same settings) one image per item as {stem}.png.
 
-    settings: model, steps, seed, text_guidance, mask_guidance; saved as generation.json beside the images.
+    Process `rank` of `world_size` generates items rank, rank + world_size, …; each image is written
+    atomically, so an interrupted run resumes with whole images. settings (model, its fingerprint, data,
+    split, steps, seed, guidance) are saved as generation.json beside the images.
     """
     out.mkdir(parents=True, exist_ok=True)
     record = out / "generation.json"
-    if record.exists() and json.loads(record.read_text()) != settings:
+    if record.exists() and read_json(record) != settings:
         raise ValueError(
             f"{out} holds images generated with other settings ({record.read_text().strip()}); "
             "pass another --out (or delete that folder) to evaluate these settings."
         )
     if not record.exists():
-        record.write_text(json.dumps(settings))
-    images = []
-    for k, item in enumerate(tqdm(items, desc=f"generating ({mode})", unit="image")):
-        path = out / f"{item.stem}.png"
-        if not path.exists():
-            prompt = item.prompt if mode in ("text", "both") else None
-            mask = item.labels if mode in ("mask", "both") else None
-            image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
-                         text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"],
-                         unconditional=mode == "none")[0]  # fmt: skip
-            image.save(path)
-        images.append(Image.open(path).convert("RGB"))
-    return images
+        write_json(record, settings, indent=None)
+    mine = range(rank, len(items), world_size)
+    for k in tqdm(mine, desc=f"generating ({mode})", unit="image", disable=rank != 0):
+        item, path = items[k], out / f"{items[k].stem}.png"
+        if path.exists():
+            continue
+        prompt = item.prompt if mode in ("text", "both") else None
+        mask = item.labels if mode in ("mask", "both") else None
+        image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
+                     text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"],
+                     unconditional=mode == "none")[0]  # fmt: skip
+        atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
+
+
+def read_generated(items: list[EvalItem], folder: Path) -> list[Image.Image]:
+    """The generated image of each item, in item order."""
+    return [Image.open(find_image(folder, item.stem)).convert("RGB") for item in items]
+
+
+def generate_all(pipe, items, modes, out: Path, settings: dict, rank: int, world_size: int) -> None:
+    """Every mode's images, this process's share of them; the first process then waits (without a time
+    limit) until the others' shares are on disk, and a process that fails stops the others."""
+    from ..io import ProcessFailedError, failure_marker, mark_failure, wait_for
+
+    failure_marker(out, rank).unlink(missing_ok=True)
+    try:
+        for mode in modes:
+            generate(pipe, items, mode, out / mode, settings, rank, world_size)
+        if rank == 0:
+            paths = [out / mode / f"{item.stem}.png" for mode in modes for item in items]
+            wait_for(out, lambda: all(p.exists() for p in paths), "Generating the evaluation's images")
+    except ProcessFailedError:
+        raise
+    except BaseException as error:
+        mark_failure(out, rank, error)
+        raise
 
 
 def score(
@@ -251,47 +277,83 @@ def evaluate(
     modes: tuple[str, ...] = MODES,
     split: str = "test",
     n: int = 500,
-    steps: int = 20,
+    steps: int | None = None,
     seed: int = 0,
     paper: PaperModels | None = None,
-    text_guidance: float = TEXT_GUIDANCE,
-    mask_guidance: float = MASK_GUIDANCE,
-) -> dict:
-    """Generate with `pipe` (or read `images`, named {stem}.png), score with the SynthFace `parser` and
-    `classifier`, and write report.json, report.md, grid.png.
+    text_guidance: float | None = None,
+    mask_guidance: float | None = None,
+    fingerprint: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict | None:
+    """Generate with `pipe` (or read `images`), score with the SynthFace `parser` and `classifier`, and
+    write report.json, report.md, grid.png.
 
     pipe: a loaded FaceMoGLEPipeline, None with `images`. model: the folder it was loaded from, as the
-    report names it (None: the shipped default model).
+    report names it (None: the shipped default model); fingerprint: a hash of its weights (images made
+    by other weights at the same path are not reused). steps and guidance: None takes the model's
+    sampling defaults. images: a folder of {stem}.png for one mode, or of <mode>/{stem}.png for several.
+    rank, world_size: under `accelerate launch` each process generates its share; the first one scores
+    and returns the report, the others return None.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paper = paper or PaperModels()
-    paper_models, skipped = paper.load()
     resolution = pipe.config.resolution if pipe else parser.config.resolution
     items = load_items(data, split, n, resolution)
+    settings = _settings(pipe, model, fingerprint, data, split, steps, seed, text_guidance, mask_guidance)
+    if pipe is not None:
+        generate_all(pipe, items, modes, out, settings, rank, world_size)
+    if rank != 0:
+        return None
+    paper = paper or PaperModels()
+    paper_models, skipped = paper.load()
     train_items = load_items(data, "train", len(items), resolution)
     reference = reference_scores(items, train_items, parser, classifier)
     reference["paper"], paper_cache = paper_reference(items, train_items, paper_models)
-    settings = {"model": str(model) if model else "default", "steps": steps, "seed": seed,
-                "text_guidance": text_guidance, "mask_guidance": mask_guidance}  # fmt: skip
-    report = {"data": str(data), "split": split, "n": len(items), **settings,
+    report = {**settings, "data": str(data), "n": len(items),
               "model": (str(model) if model else "the shipped default model") if pipe else None, "images": str(images) if images else None,
               "reference": {k: v for k, v in reference.items() if k != "test_features"},
               "paper_models": asdict(paper), "skipped": skipped, "modes": {}}  # fmt: skip
     generated, per_item = {}, {"stems": np.array([i.stem for i in items])}
     for mode in modes:
-        if pipe is not None:
-            generated[mode] = generate(pipe, items, mode, out / mode, settings)
-        else:
-            generated[mode] = [Image.open(find_image(Path(images), i.stem)).convert("RGB") for i in items]
+        generated[mode] = read_generated(items, mode_folder(out, images, mode, modes))
         report["modes"][mode], counts = score(generated[mode], items, mode, parser, classifier, reference)
         per_item.update({f"{mode}/{name}": value for name, value in counts.items()})
         report["modes"][mode]["paper"] = paper_scores(generated[mode], items, paper_models, paper_cache)
-    np.savez(out / PER_ITEM, **per_item)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report))
+    atomic_write(out / PER_ITEM, lambda temporary: _save_npz(temporary, per_item))
+    write_json(out / "report.json", report)
+    atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(markdown(report)))
     sample_sheet(items[:8], generated).save(out / "grid.png")
     return report
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the temporary's name
+        np.savez(f, **arrays)
+
+
+def _settings(pipe, model, fingerprint, data, split, steps, seed, text_guidance, mask_guidance) -> dict:
+    """What the generated images depend on (the reuse key), with the model's sampling defaults filled in."""
+    defaults = pipe.config.sampling if pipe is not None else None
+    pick = lambda value, name: value if value is not None or defaults is None else getattr(defaults, name)  # noqa: E731
+    return {"model": str(model) if model else "default", "fingerprint": fingerprint, "data": str(Path(data).resolve()),
+            "split": split, "steps": pick(steps, "steps"), "seed": seed,
+            "text_guidance": pick(text_guidance, "text_guidance"), "mask_guidance": pick(mask_guidance, "mask_guidance")}  # fmt: skip
+
+
+def mode_folder(out: Path, images: str | os.PathLike | None, mode: str, modes: tuple[str, ...]) -> Path:
+    """Where a mode's images are: generated under out/<mode>, or the given folder (its <mode>/ subfolder
+    when several modes are scored, since one set of images cannot be three modes' results)."""
+    if images is None:
+        return out / mode
+    if (Path(images) / mode).is_dir():
+        return Path(images) / mode
+    if len(modes) > 1:
+        raise ValueError(
+            f"--images {images} is one folder but {len(modes)} modes were asked for: pass --mode with the one "
+            "mode those images were made in, or give a folder with mask/, text/ and both/ subfolders."
+        )
+    return Path(images)
 
 
 def find_image(folder: Path, stem: str) -> Path:
