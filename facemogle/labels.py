@@ -132,12 +132,30 @@ def _image_to_array(image: Image.Image) -> np.ndarray:
     if image.width == 0 or image.height == 0:
         raise MaskError(f"The mask image is empty ({image.width}×{image.height}); pass a non-empty image.")
     if image.mode in ("P", "PA"):
-        return np.asarray(image.getchannel(0))  # palette indices are the labels (MM-CelebA-HQ format)
+        indices = np.asarray(image.getchannel(0))
+        if _palette_holds_labels(image.getpalette(), indices):
+            return indices  # palette indices are the labels (MM-CelebA-HQ format)
+        return np.asarray(image.convert("RGB"))  # an indexed drawing: its colours say the classes
     if image.mode in ("L", "I", "I;16", "I;16B", "I;16L"):
         return np.asarray(image).astype(np.int64)
     if image.mode == "LA":
         return np.asarray(image.convert("L"))
     return np.asarray(image.convert("RGB"))
+
+
+def _palette_holds_labels(palette: list[int] | None, indices: np.ndarray) -> bool:
+    """Whether a palette image's indices are labels: no palette, or each used index shows its class colour
+    (or the grey of its own value). Any other palette is a drawing whose colours carry the classes."""
+    if palette is None:
+        return True
+    colours = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    for index in np.unique(indices):
+        colour = colours[index] if index < len(colours) else None
+        label_colour = PALETTE[index] if index < NUM_CLASSES else None
+        grey = np.array([index] * 3)
+        if colour is not None and not (np.array_equal(colour, grey) or np.array_equal(colour, label_colour)):
+            return False
+    return True
 
 
 def _is_grey(rgb: np.ndarray) -> bool:

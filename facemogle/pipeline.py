@@ -349,6 +349,10 @@ class FaceMoGLEPipeline:
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
         if mask is None and not (prompt and prompt.strip()) and not unconditional:
             raise ValueError("Give a mask, a prompt, or both: there is nothing to generate from.")
+        if prompt and not _is_text(prompt):
+            raise ValueError(
+                "The prompt holds characters that are not text (lone UTF-16 surrogates); retype it."
+            )
         if prompt and len(prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"The prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")
         if steps < 1 or num_images < 1:
@@ -374,6 +378,14 @@ class FaceMoGLEPipeline:
             stacklevel=3,
         )
         return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+
+def _is_text(prompt: str) -> bool:
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _noise(shape: tuple[int, ...], seed: int | None, generator: torch.Generator | None) -> torch.Tensor:
