@@ -47,6 +47,10 @@ def read_options(path: str | os.PathLike) -> dict:
 # ----------------------------------------------------------------------------
 
 
+PROCESS_STARTED = time.time()  # (about) when this process started: older failure markers are an earlier run's
+STALE_MARGIN_S = 60.0  # the processes of one launch start within this of each other
+
+
 class ProcessFailedError(RuntimeError):
     """Another process of the run failed; the message is its error."""
 
@@ -60,13 +64,25 @@ def mark_failure(folder: Path, rank: int, error: BaseException) -> None:
     failure_marker(folder, rank).write_text(f"process {rank}: {type(error).__name__}: {error}")
 
 
-def wait_for(folder: Path, done: Callable[[], bool], what: str, poll_seconds: float = 2.0) -> None:
-    """Wait, without a time limit, until done(); stop with the message of a process that failed."""
+def wait_for(
+    folder: Path, done: Callable[[], bool], what: str, world_size: int, poll_seconds: float = 2.0
+) -> None:
+    """Wait, without a time limit, until done(); stop with the message of a process of this run that
+    failed. Markers of ranks beyond world_size, or older than this process, are an earlier run's."""
     while not done():
-        failures = sorted(Path(folder).glob("FAILED_rank*.txt"))
+        failures = [
+            path for path in map(lambda r: failure_marker(folder, r), range(world_size)) if _current(path)
+        ]
         if failures:
             raise ProcessFailedError(
                 f"{what} failed in another process: {failures[0].read_text()}. Fix that and start again "
                 "(finished work is kept)."
             )
         time.sleep(poll_seconds)
+
+
+def _current(marker: Path) -> bool:
+    try:
+        return marker.stat().st_mtime >= PROCESS_STARTED - STALE_MARGIN_S
+    except FileNotFoundError:
+        return False

@@ -146,14 +146,20 @@ def test_two_processes_build_one_cache_with_image_latents_and_a_build_resumes(tm
     kwargs = dict(
         encoder="patchify-4", shard_size=2, batch_size=2, encode_images=encode_images, poll_seconds=0.01
     )
-    ranks = [
-        threading.Thread(target=build_condition_cache, args=(data, encode, tmp_path / "cache"), kwargs=dict(kwargs, rank=r, world_size=2))
-        for r in (0, 1)
-    ]  # fmt: skip
+    errors = []
+
+    def rank(r):
+        try:
+            build_condition_cache(data, encode, tmp_path / "cache", **kwargs, rank=r, world_size=2)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    ranks = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
     for thread in ranks:
         thread.start()
     for thread in ranks:
         thread.join(timeout=60)
+    assert not errors and not any(thread.is_alive() for thread in ranks)
     assert sum(calls) == 7  # each mask encoded once, by one of the two
     cache = ConditionCache(tmp_path / "cache")
     cache.check(data, "patchify-4")
@@ -310,3 +316,23 @@ def test_text_cache_encodes_each_distinct_caption_once_and_refuses_what_does_not
     with pytest.raises(cache.TextCacheError, match="GB free"):
         cache.build_text_cache(captions, encode, tmp_path / "other", "fake")
     assert not list((tmp_path / "other").glob("shard_*"))
+
+
+def test_failure_markers_of_an_earlier_run_do_not_stop_a_new_one(tmp_path):
+    import os
+
+    from facemogle.data.cache import build_condition_cache
+    from facemogle.io import PROCESS_STARTED, STALE_MARGIN_S, failure_marker
+
+    root = make_folder(tmp_path / "d", [str(i) for i in range(3)])
+    data = FaceMaskTextDataset(root, "all", resolution=16)
+    encode, _ = _patchify_cache_args([])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = PROCESS_STARTED - STALE_MARGIN_S - 10
+    for rank in (1, 3):  # an earlier 4-process run failed in ranks 1 and 3
+        failure_marker(cache, rank).write_text(f"process {rank}: OSError: disk full")
+        os.utime(failure_marker(cache, rank), (old, old))
+    failure_marker(cache, 5).write_text("process 5: from a larger run")  # beyond this run's processes
+    build_condition_cache(data, encode, cache, "patchify-4", shard_size=1, poll_seconds=0.01)
+    assert (cache / "manifest.json").is_file()

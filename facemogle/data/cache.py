@@ -96,12 +96,11 @@ def _build_shards(folder, count, shard_size, write_shard, manifest, rank, world_
                 write_shard(folder, shard, range(starts[shard], min(starts[shard] + shard_size, count)))
         if rank == 0:
             all_done = lambda: all(_index_path(folder, s).is_file() for s in range(len(starts)))  # noqa: E731
-            wait_for(folder, all_done, f"Building the cache {folder}", poll_seconds)
+            wait_for(folder, all_done, f"Building the cache {folder}", world_size, poll_seconds)
             _write_manifest(folder, len(starts), manifest)
         else:
-            wait_for(
-                folder, lambda: (folder / MANIFEST).is_file(), f"Building the cache {folder}", poll_seconds
-            )
+            manifest_written = lambda: (folder / MANIFEST).is_file()  # noqa: E731
+            wait_for(folder, manifest_written, f"Building the cache {folder}", world_size, poll_seconds)
     except ProcessFailedError:
         raise
     except BaseException as error:

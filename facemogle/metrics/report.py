@@ -157,7 +157,9 @@ def generate_all(pipe, items, modes, out: Path, settings: dict, rank: int, world
             generate(pipe, items, mode, out / mode, settings, rank, world_size)
         if rank == 0:
             paths = [out / mode / f"{item.stem}.png" for mode in modes for item in items]
-            wait_for(out, lambda: all(p.exists() for p in paths), "Generating the evaluation's images")
+            wait_for(
+                out, lambda: all(p.exists() for p in paths), "Generating the evaluation's images", world_size
+            )
     except ProcessFailedError:
         raise
     except BaseException as error:
