@@ -42,19 +42,9 @@ def add_labels_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import warnings
 
-    import torch
-
     from .labels import colorize, load_mask
-    from .pipeline import FaceMoGLEPipeline
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    pipe = FaceMoGLEPipeline.from_pretrained(
-        args.model, dtype=dtype, device="cpu" if args.offload else args.device, quantization=args.quantize
-    )
-    if args.offload:
-        getattr(pipe, f"enable_{args.offload}_cpu_offload")(args.device)
-    if args.vae_tiling:
-        pipe.enable_vae_tiling()
+    pipe = _load_pipeline(args, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images = pipe(
@@ -84,6 +74,48 @@ def cmd_generate(args: argparse.Namespace) -> None:
         grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
         image_grid([panels + images]).save(grid_path)
         print(grid_path)
+
+
+def _add_loading_options(parser: argparse.ArgumentParser) -> None:
+    """How a full-scale model is loaded (compact models ignore these but --device)."""
+    parser.add_argument(
+        "--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+        help="FLUX components' dtype; auto: bfloat16 on a GPU or when quantizing, else float32",
+    )  # fmt: skip
+    parser.add_argument(
+        "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
+    )
+    parser.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
+    parser.add_argument(
+        "--quantize", choices=sorted(QUANTIZATIONS),
+        help="full scale: load the transformer and T5 quantized (int8/float8: torchao; nf4: bitsandbytes, "
+        "CUDA, without --offload)",
+    )  # fmt: skip
+
+
+def _load_pipeline(args: argparse.Namespace, device):
+    """The model of --model on `device`, with the loading options of _add_loading_options."""
+    import torch
+
+    from .pipeline import FaceMoGLEPipeline
+
+    if args.quantize == "nf4" and args.offload:
+        raise UsageError("nf4 weights are placed on the GPU by bitsandbytes and cannot be offloaded; "
+                         "use --quantize int8 with --offload, or nf4 alone")  # fmt: skip
+    on_gpu = torch.device(device).type == "cuda"
+    if args.dtype == "auto":
+        dtype = torch.bfloat16 if on_gpu or args.quantize else torch.float32
+    else:
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    load_on = "cpu" if args.offload else device
+    pipe = FaceMoGLEPipeline.from_pretrained(
+        args.model, dtype=dtype, device=load_on, quantization=args.quantize
+    )
+    if args.offload:
+        getattr(pipe, f"enable_{args.offload}_cpu_offload")(device)
+    if args.vae_tiling:
+        pipe.enable_vae_tiling()
+    return pipe
 
 
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -119,17 +151,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
     gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
-    gen.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default="float32", help="FLUX components' dtype"
-    )
-    gen.add_argument(
-        "--offload", choices=["model", "sequential"], help="full scale: keep weights in CPU memory"
-    )
-    gen.add_argument("--vae-tiling", action="store_true", help="full scale: VAE in tiles (large images)")
-    gen.add_argument(
-        "--quantize", choices=sorted(QUANTIZATIONS),
-        help="full scale: load the transformer and T5 quantized (int8/float8: torchao; nf4: bitsandbytes, CUDA)",
-    )  # fmt: skip
+    _add_loading_options(gen)
     gen.set_defaults(func=cmd_generate)
 
 
@@ -275,7 +297,7 @@ def add_train_evaluators_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluators import load_evaluators
     from .metrics.report import PaperModels, evaluate
-    from .pipeline import FaceMoGLEPipeline, model_fingerprint
+    from .pipeline import model_fingerprint
 
     if args.model and args.images:
         raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
@@ -285,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     state = _process_state()  # one process, or each of `accelerate launch`'s
     pipe = fingerprint = None
     if args.images is None:
-        pipe = FaceMoGLEPipeline.from_pretrained(args.model, device=state.device if state else "cpu")
+        pipe = _load_pipeline(args, args.device or (state.device if state else "cpu"))
         fingerprint = model_fingerprint(args.model)
     report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
                       modes=tuple(args.mode), split=args.split, n=args.n, steps=args.steps, seed=args.seed,
@@ -298,13 +320,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _process_state():
-    """accelerate's view of this process (rank, count, device) when launched by accelerate or torchrun."""
-    import os
-
-    if "WORLD_SIZE" not in os.environ:
+    """accelerate's view of this process (rank, count, device: the GPU when there is one), or None
+    without accelerate (one process)."""
+    try:
+        from accelerate import PartialState
+    except ImportError:
         return None
-    from accelerate import PartialState
-
     return PartialState()
 
 
@@ -331,6 +352,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--evaluators", help="folder with parser/ and classifier/ (default: the shipped ones)")
     _add_sampling_options(ev)
+    ev.add_argument("--device", help="default: the GPU of this process when there is one, else cpu")
+    _add_loading_options(ev)
     paper = ev.add_argument_group(
         "the paper's metrics (skipped, with the reason in the report, when not given)"
     )

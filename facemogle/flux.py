@@ -254,7 +254,7 @@ def load_flux(
     on_load = quantization == "nf4"  # bitsandbytes places its weights on the GPU while loading
     transformer = FluxTransformer2DModel.from_pretrained(
         folder / "transformer", torch_dtype=dtype, local_files_only=True, quantization_config=quantized
-    )
+    ).requires_grad_(False)  # frozen (training turns its LoRA on): autocast keeps no bf16 copies of it
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, local_files_only=True)
     t5 = T5EncoderModel.from_pretrained(
         folder / "text_encoder_2", torch_dtype=dtype, local_files_only=True, quantization_config=quantized_t5

@@ -400,3 +400,22 @@ def test_train_backend_flux_on_300_masks_bounded_vae_calls_and_a_text_cache(flux
     assert max(encoded) <= 80 and sum(encoded) == 21 * items  # 20 maps + 1 image per item, once
     text = json.loads((tmp_path / "run" / "text_cache" / "manifest.json").read_text())
     assert len(text["items"]) >= items  # every caption of every training item
+
+
+def test_generate_and_eval_load_full_scale_folders_with_the_same_options(flux_pipe, tmp_path):
+    import argparse
+
+    from facemogle.cli import UsageError, _load_pipeline
+
+    flux_pipe.save_pretrained(tmp_path / "saved")
+
+    def options(**kw):
+        return argparse.Namespace(**{"model": str(tmp_path / "saved"), "dtype": "auto", "offload": None,
+                                     "vae_tiling": False, "quantize": None, **kw})  # fmt: skip
+
+    assert _load_pipeline(options(), "cpu").model.transformer.dtype == torch.float32  # auto on a CPU
+    pipe = _load_pipeline(options(dtype="bfloat16"), "cpu")
+    assert pipe.model.transformer.dtype == torch.bfloat16
+    assert not any(p.requires_grad for p in pipe.model.transformer.parameters())  # no autocast weight copies
+    with pytest.raises(UsageError, match="cannot be offloaded"):
+        _load_pipeline(options(quantize="nf4", offload="model"), "cuda")
