@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ PAPER_LORA_TARGETS = (
     r"|single_transformer_blocks\.\d+\.(norm\.linear|proj_mlp|proj_out|attn\.to_q|attn\.to_k|attn\.to_v))$"
 )
 LORA_FILE = "pytorch_lora_weights.safetensors"
+SHARED = ("time_text_embed", "norm_out")  # computed once for all token groups: no condition-only LoRA there
 SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 
 
@@ -147,6 +149,7 @@ class FluxFaceMoGLE(Denoiser):
                 f"MoGLE works on {config.mogle.token_dim}-dim tokens, the VAE packs {self.token_dim}."
             )
         self._condition_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # --- pixels and masks to tokens ---
 
@@ -172,7 +175,8 @@ class FluxFaceMoGLE(Denoiser):
         chunks of vae_batch_size maps, and kept in a small in-memory cache (least recently used first out)
         unless remember=False (a dataset's cache build, which would only churn it)."""
         keys = [_mask_key(m) for m in labels]
-        found = {key: self._condition_cache[key] for key in keys if key in self._condition_cache}
+        with self._cache_lock:
+            found = {key: self._condition_cache[key] for key in keys if key in self._condition_cache}
         first = {key: i for i, key in reversed(list(enumerate(keys))) if key not in found}
         for key, i in first.items():
             maps = split_mask(labels[i : i + 1]) * 2 - 1  # [1, 20, 3, H, W] in [-1, 1]
@@ -182,11 +186,12 @@ class FluxFaceMoGLE(Denoiser):
         return torch.stack([found[key] for key in keys])
 
     def _remember(self, key: str, tokens: torch.Tensor) -> None:
-        cache = self._condition_cache
-        cache[key] = cache.pop(key, tokens)  # most recently used last
-        size = sum(_nbytes(t) for t in cache.values())
-        while size > self.config.condition_cache_bytes and len(cache) > 1:
-            size -= _nbytes(cache.pop(next(iter(cache))))
+        with self._cache_lock:  # the pipeline may serve two threads
+            cache = self._condition_cache
+            cache[key] = cache.pop(key, tokens)  # most recently used last
+            size = sum(_nbytes(t) for t in cache.values())
+            while size > self.config.condition_cache_bytes and len(cache) > 1:
+                size -= _nbytes(cache.pop(next(iter(cache))))
 
     def guidance(self, batch: int, device) -> torch.Tensor | None:
         if not self.transformer.flux.config.guidance_embeds:
@@ -223,6 +228,16 @@ class FluxFaceMoGLE(Denoiser):
                 f"LoRA file {path} does not exist; pass the path of pytorch_lora_weights.safetensors."
             )
         self.transformer.flux.load_lora_adapter(str(path), prefix="transformer", adapter_name="default")
+        shared = [
+            n
+            for n, m in self.transformer.flux.named_modules()
+            if hasattr(m, "base_layer") and n.startswith(SHARED)
+        ]
+        if shared:
+            raise FluxFolderError(
+                f"{path} adapts {shared[:3]}, which image and condition tokens share (the time embedding, the "
+                "output norm): condition-only LoRA cannot keep it off the image. Use a LoRA of the paper's targets."
+            )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """LoRA and MoGLE; everything else stays frozen."""

@@ -212,6 +212,11 @@ def _linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
     """A layer with its peft LoRA on, or its base layer alone; the adapters' state is left untouched."""
     if lora or not hasattr(layer, "base_layer"):
         return layer(x)
+    if getattr(layer, "merged", False):
+        raise ValueError(
+            "A LoRA merged into the base weights (fuse_lora / merge_adapter) would act on image and text "
+            "tokens too; unmerge it (unfuse_lora) to keep it on the condition tokens."
+        )
     return layer.base_layer(x)
 
 

@@ -419,3 +419,19 @@ def test_generate_and_eval_load_full_scale_folders_with_the_same_options(flux_pi
     assert not any(p.requires_grad for p in pipe.model.transformer.parameters())  # no autocast weight copies
     with pytest.raises(UsageError, match="cannot be offloaded"):
         _load_pipeline(options(quantize="nf4", offload="model"), "cuda")
+
+
+def test_a_lora_on_layers_every_token_shares_is_refused(flux_pipe, flux_folder, tmp_path):
+    from peft import LoraConfig
+
+    from facemogle.flux import FluxFolderError
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    flux = flux_pipe.model.transformer.flux
+    flux.add_adapter(
+        LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "time_text_embed.timestep_embedder.linear_1"])
+    )
+    path = flux_pipe.model.save_lora(tmp_path)
+    fresh = FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
+    with pytest.raises(FluxFolderError, match="time_text_embed"):
+        fresh.model.load_lora(path)

@@ -248,3 +248,15 @@ def test_step_constants_trigger_a_model_offload_hook():
     x = inputs()
     model.prepare(x["text_tokens"], x["pooled_text"], x["img_ids"], x["txt_ids"])
     assert calls == [model]
+
+
+def test_a_merged_lora_is_refused_rather_than_applied_to_image_tokens():
+    flux = tiny_flux()
+    _paper_lora(flux)
+    model = ConditionedFlux(flux, lora_on="condition")
+    x = inputs()
+    for module in flux.modules():
+        if hasattr(module, "merge") and hasattr(module, "base_layer"):
+            module.merge()
+    with pytest.raises(ValueError, match="merged"):
+        model(**x, condition_tokens=torch.randn(2, 16, 12))

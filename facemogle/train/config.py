@@ -54,7 +54,7 @@ class TrainConfig:
     sample_every: int = 1000
     log_every: int = 10
     keep_checkpoints: int = 2
-    cache_in_memory: bool = True
+    cache_in_memory: bool = True  # keep decoded faces and masks in memory (compact backend only)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:

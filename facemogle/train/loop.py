@@ -253,5 +253,5 @@ def _open_dataset(config: TrainConfig):
         split="train",
         resolution=config.resolution,
         seed=config.seed,
-        cache_in_memory=config.cache_in_memory,
+        cache_in_memory=config.cache_in_memory and config.backend == "compact",  # 512² items: ≈ 1 MB each
     )
