@@ -147,18 +147,13 @@ def peak_memory(device: torch.device, out: dict, key: str):
 
 
 def face_mask(resolution: int) -> np.ndarray:
-    """A face-like label map: background, skin, hair, eyes, nose, lips, neck, cloth."""
-    y, x = np.mgrid[:resolution, :resolution] / resolution
-    labels = np.zeros((resolution, resolution), np.uint8)
-    labels[(x - 0.5) ** 2 / 0.12 + (y - 0.45) ** 2 / 0.2 < 1] = 13
-    labels[(x - 0.5) ** 2 / 0.08 + (y - 0.5) ** 2 / 0.13 < 1] = 1
-    labels[(y > 0.8) & (abs(x - 0.5) < 0.12)] = 17
-    labels[y > 0.9] = 18
-    labels[(abs(y - 0.42) < 0.03) & (abs(x - 0.38) < 0.05)] = 4
-    labels[(abs(y - 0.42) < 0.03) & (abs(x - 0.62) < 0.05)] = 5
-    labels[(abs(y - 0.55) < 0.05) & (abs(x - 0.5) < 0.03)] = 2
-    labels[(abs(y - 0.67) < 0.02) & (abs(x - 0.5) < 0.08)] = 11
-    return labels
+    """A shipped example mask (a SynthFace test item), nearest-neighbour resized."""
+    from importlib import resources
+
+    from facemogle.labels import load_mask, resize_labels
+
+    example = resources.files("facemogle") / "assets" / "examples" / "synthface_27001.png"
+    return resize_labels(load_mask(str(example)), resolution)
 
 
 def sampling_steps(pipe, device, resolution, row: Row) -> None:
@@ -286,49 +281,45 @@ def run(args) -> list[Row]:
     device = torch.device(args.device)
     configs = TINY if args.tiny else dict(transformer=FLUX_DEV, vae=FLUX_VAE, t5=T5_XXL, clip=CLIP_L)
     where = (device, args.resolution)
+    rows = [measure(Row("bf16"), configs, where, args)]
+    if not args.skip_quantized:
+        rows.append(measure(Row("int8 weight-only (torchao)"), configs, where, args, quantized=True))
+    if not args.skip_offload and device.type == "cuda":
+        rows.append(measure(Row("bf16, model CPU offload"), configs, where, args, offload=True))
+        if not args.skip_quantized:
+            rows.append(
+                measure(Row("int8 + model CPU offload"), configs, where, args, quantized=True, offload=True)
+            )
+    return rows
+
+
+def measure(
+    row: Row, configs: dict, where: tuple, args, quantized: bool = False, offload: bool = False
+) -> Row:
+    """One configuration's row on a freshly built pipeline: every measurement for plain bf16, the steps
+    and a generation when quantized, a generation alone under offload."""
+    device = where[0]
     pipe = build_pipeline(configs, *where)
-    bf16 = Row("bf16")
-    for fn in (sampling_steps, text_encoding, mask_encoding, generation):
-        stage(bf16, fn, pipe, *where)
-    stage(bf16, training_step, pipe, *where, batch=args.train_batch)
-    rows = [bf16]
-    report(rows)
+    skipped = quantize_int8(pipe) if quantized else None
+    if skipped:
+        row.cells["note"] = skipped
+    elif offload:
+        pipe.enable_model_cpu_offload(device)
+        stage(row, generation, pipe, *where)
+    else:
+        plain = not quantized
+        for fn in (
+            (sampling_steps, text_encoding, mask_encoding, generation)
+            if plain
+            else (sampling_steps, generation)
+        ):
+            stage(row, fn, pipe, *where)
+        if plain:
+            stage(row, training_step, pipe, *where, batch=args.train_batch)
     del pipe
     release(device)
-    if not args.skip_quantized:
-        pipe = build_pipeline(configs, *where)
-        int8 = Row("int8 weight-only (torchao)")
-        skipped = quantize_int8(pipe)
-        if skipped:
-            int8.cells["note"] = skipped
-        else:
-            stage(int8, sampling_steps, pipe, *where)
-            stage(int8, generation, pipe, *where)
-        rows.append(int8)
-        report(rows)
-        del pipe
-        release(device)
-    if not args.skip_offload and device.type == "cuda":
-        pipe = build_pipeline(configs, *where)
-        pipe.enable_model_cpu_offload(device)
-        offload = Row("bf16, model CPU offload")
-        stage(offload, generation, pipe, *where)
-        rows.append(offload)
-        del pipe
-        release(device)
-        if not args.skip_quantized:
-            pipe = build_pipeline(configs, *where)
-            both = Row("int8 + model CPU offload")
-            skipped = quantize_int8(pipe)
-            if skipped:
-                both.cells["note"] = skipped
-            else:
-                pipe.enable_model_cpu_offload(device)
-                stage(both, generation, pipe, *where)
-            rows.append(both)
-            del pipe
-            release(device)
-    return rows
+    print(f"[{time.strftime('%H:%M:%S')}] {row.name}: done", flush=True)
+    return row
 
 
 def report(rows: list[Row]) -> None:

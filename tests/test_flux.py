@@ -1,5 +1,6 @@
 """The full scale on a tiny FLUX stack built in the test, saved in the diffusers layout, loaded like FLUX.1-dev."""
 
+import contextlib
 import json
 import re
 from unittest import mock
@@ -45,6 +46,22 @@ def flux_pipe(flux_folder):
 
     torch.manual_seed(1)
     return FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
+
+
+@contextlib.contextmanager
+def _counting_vae_encodes():
+    """The batch size of every VAE encoder call made inside the block."""
+    from diffusers import AutoencoderKL
+
+    encoded = []
+    original = AutoencoderKL.encode
+
+    def counting(self, x, *args, **kwargs):
+        encoded.append(x.shape[0])
+        return original(self, x, *args, **kwargs)
+
+    with mock.patch.object(AutoencoderKL, "encode", counting):
+        yield encoded
 
 
 def _randomise_lora(model):
@@ -178,7 +195,6 @@ def test_training_step_changes_only_lora_and_mogle(flux_pipe):
 def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_folder, tmp_path, capsys):
     """`facemogle train --backend flux`: each mask and image is VAE-encoded once (the disk cache serves every
     later epoch and the resumed run), only LoRA + MoGLE are checkpointed, and the exported folder generates."""
-    from diffusers import AutoencoderKL
     from safetensors.torch import load_file
 
     from facemogle.cli import main
@@ -186,17 +202,11 @@ def test_train_backend_flux_learns_lora_and_mogle_with_the_condition_cache(flux_
     from facemogle.pipeline import FaceMoGLEPipeline
 
     data = write_synthface(tmp_path / "sf", 4, size=64, progress=False)
-    encoded = []
-    original = AutoencoderKL.encode
-
-    def counting(self, x, *args, **kwargs):
-        encoded.append(x.shape[0])
-        return original(self, x, *args, **kwargs)
 
     args = ["train", "--backend", "flux", "--flux", str(flux_folder), "--data", str(data), "--out", str(tmp_path / "run"),
             "--resolution", "64", "--batch-size", "2", "--steps", "6", "--warmup", "1", "--sample-every", "0",
             "--checkpoint-every", "3", "--mixed-precision", "no", "--gradient-checkpointing", "true", "--seed", "0"]  # fmt: skip
-    with mock.patch.object(AutoencoderKL, "encode", counting):
+    with _counting_vae_encodes() as encoded:
         assert main([*args, "--steps", "3"]) == 0
         assert main([*args, "--resume"]) == 0
     manifest = json.loads((tmp_path / "run" / "condition_cache" / "manifest.json").read_text())
@@ -376,23 +386,16 @@ def test_quantized_loading_generates_with_the_lora_and_with_offload(flux_pipe, f
 @pytest.mark.slow
 def test_train_backend_flux_on_300_masks_bounded_vae_calls_and_a_text_cache(flux_folder, tmp_path):
     """More distinct masks than any in-memory cache holds; no VAE call sees more than 80 images."""
-    from diffusers import AutoencoderKL
 
     from facemogle.cli import main
     from facemogle.data.synthface import write_synthface
 
     data = write_synthface(tmp_path / "sf", 340, size=64, progress=False)
-    encoded = []
-    original = AutoencoderKL.encode
-
-    def counting(self, x, *args, **kwargs):
-        encoded.append(x.shape[0])
-        return original(self, x, *args, **kwargs)
 
     args = ["train", "--backend", "flux", "--flux", str(flux_folder), "--data", str(data), "--out", str(tmp_path / "run"),
             "--resolution", "64", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--sample-every", "0",
             "--mixed-precision", "no", "--text-cache", "true"]  # fmt: skip
-    with mock.patch.object(AutoencoderKL, "encode", counting):
+    with _counting_vae_encodes() as encoded:
         assert main(args) == 0
     manifest = json.loads((tmp_path / "run" / "condition_cache" / "manifest.json").read_text())
     items = len(manifest["items"])

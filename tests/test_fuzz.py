@@ -179,17 +179,22 @@ def test_prompts_either_generate_or_give_a_clear_error(name, tiny_model, tmp_pat
         assert Image.open(out).size == (32, 32)
 
 
-def _model_folders(good, root) -> dict:
-    """Broken copies of a model folder, by what is wrong with them."""
+def _copier(good, root, folders: dict):
+    """copy(name): a fresh copy of `good` under root, recorded in folders[name]."""
     import shutil
 
-    folders = {}
-
     def copy(name):
-        target = root / name.replace(" ", "_")
-        shutil.copytree(good, target)
-        folders[name] = target
-        return target
+        folders[name] = root / name.replace(" ", "_")
+        shutil.copytree(good, folders[name])
+        return folders[name]
+
+    return copy
+
+
+def _model_folders(good, root) -> dict:
+    """Broken copies of a model folder, by what is wrong with them."""
+    folders = {}
+    copy = _copier(good, root, folders)
 
     (copy("missing weights") / "model.safetensors").unlink()
     (copy("missing config") / "config.json").unlink()
@@ -234,15 +239,8 @@ def _data_folders(root) -> dict:
     from facemogle.data.synthface import write_synthface
 
     good = write_synthface(root / "good", 6, size=32, progress=False)
-    import shutil
-
     folders = {}
-
-    def copy(name):
-        target = root / name.replace(" ", "_")
-        shutil.copytree(good, target)
-        folders[name] = target
-        return target
+    copy = _copier(good, root, folders)
 
     (copy("missing pairs") / "mask" / "0.png").unlink()
     (copy("mask not an image") / "mask" / "1.png").write_text("not a png")
