@@ -30,6 +30,11 @@ def weights(run):
     return load_file(run / "model" / "model.safetensors")
 
 
+def logged_lr(run):
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    return [float(row.split(",")[2]) for row in rows]
+
+
 def test_resume_is_bit_exact(data, tmp_path):
     straight = train(config(data, tmp_path / "a", grad_accum=2, mixed_precision="bf16"))
     interrupted = config(data, tmp_path / "b", grad_accum=2, mixed_precision="bf16")
@@ -121,10 +126,11 @@ def test_loss_curve(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 def test_two_processes_match_one_process(data, tmp_path):
-    """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4."""
-    common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "1",
-              "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
-    train(config(data, tmp_path / "one", steps=3, warmup=1))
+    """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4, with the same
+    learning rate at each step: a warm-up longer than the run counts optimizer steps, not processes."""
+    common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "50",
+              "--lr", "0.05", "--log-every", "1", "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
+    train(config(data, tmp_path / "one", steps=3, warmup=50, lr=0.05))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
@@ -134,8 +140,13 @@ def test_two_processes_match_one_process(data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
+    assert (
+        logged_lr(tmp_path / "two")
+        == logged_lr(tmp_path / "one")
+        == pytest.approx([0.05 * (s + 1) / 50 for s in (1, 2, 3)])
+    )
     # and a different global batch would not have matched
-    train(config(data, tmp_path / "other", steps=3, warmup=1, batch_size=2))
+    train(config(data, tmp_path / "other", steps=3, warmup=50, lr=0.05, batch_size=2))
     other = weights(tmp_path / "other")
     assert max((one[k] - other[k]).abs().max().item() for k in one) > 1e-3
 

@@ -71,10 +71,11 @@ def train(
     text_cache = _text_cache(config, text_encoder, dataset, accelerator)
     objective = TrainingObjective(model)
     optimizer = build_optimizer(config, trainable_state(model).values())
+    # Not given to accelerate, which would step it once per process: the schedule counts optimizer steps.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup))
     )
-    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
     ema = {k: v.detach().clone().float() for k, v in trainable_state(model).items()}
     step = 0
     if resume:
