@@ -258,7 +258,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     train.add_argument(
-        "--overwrite", action="store_true", help="replace a finished or unfinished run in --out"
+        "--overwrite",
+        action="store_true",
+        help="replace a finished or unfinished run in --out (a run folder only: any other file stops it)",
     )
     _add_train_options(train)
     train.set_defaults(func=cmd_train)

@@ -86,6 +86,24 @@ def test_run_folder_is_protected(data, tmp_path):
         train(config(data, tmp_path / "new"), resume=True)
 
 
+def test_overwrite_replaces_only_a_run_folder(data, tmp_path):
+    dataset = write_synthface(tmp_path / "sf", 2, size=32, progress=False)
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    for overwrite in (True, False):
+        with pytest.raises(RunFolderError, match="not a training run folder"):
+            train(config(data, dataset, steps=1), overwrite=overwrite)
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    run = train(config(data, tmp_path / "r", steps=1))
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match=r"\['notes.txt'\]"):
+        train(config(data, run, steps=1), overwrite=True)
+    assert (run / "notes.txt").exists() and (run / "DONE").exists()
+    (run / "notes.txt").unlink()
+    train(config(data, run, steps=1), overwrite=True)
+    (tmp_path / "empty").mkdir()
+    train(config(data, tmp_path / "empty", steps=1), overwrite=True)
+
+
 def test_corrupt_checkpoint_gets_clear_error(data, tmp_path):
     cfg = config(data, tmp_path / "r", steps=4)
     train(cfg, stop_at=2)

@@ -28,8 +28,15 @@ RESUME_FIXED = ("backend", "flux", "lora_rank", "size", "resolution", "patch_siz
                 "local_experts", "batch_size", "seed")  # fmt: skip
 
 
+# what a run writes in its folder; --overwrite deletes a folder only when it holds nothing else
+RUN_ENTRIES = ("train_config.json", "DONE", "log.csv", "loss.png", CHECKPOINTS, "samples", FINAL_MODEL,
+               "tensorboard", "condition_cache", "text_cache")  # fmt: skip
+
+
 def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
     """Check that `out` can hold this run as asked (new, resumed or overwritten); write train_config.json."""
+    if not resume:
+        _check_run_or_empty(out)
     if out.exists() and overwrite:
         shutil.rmtree(out)
     elif resume:
@@ -52,6 +59,29 @@ def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: 
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     write_json(out / "train_config.json", dataclasses.asdict(config))
+
+
+def _check_run_or_empty(out: Path) -> None:
+    """A new run starts, and --overwrite deletes, only in a folder that is absent, empty or a training run:
+    train_config.json and nothing but RUN_ENTRIES (and temporary files of interrupted atomic writes)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a training run folder; choose another --out.")
+    names = [p.name for p in out.iterdir()]
+    if names and "train_config.json" not in names:
+        raise RunFolderError(
+            f"{out} is not empty and not a training run folder (it has no train_config.json); nothing was "
+            "deleted: choose another --out."
+        )
+    foreign = sorted(
+        n for n in names if n not in RUN_ENTRIES and not (n.startswith(".") and n.endswith(".tmp"))
+    )
+    if foreign:
+        raise RunFolderError(
+            f"{out} holds {foreign}, which a training run does not write; nothing was deleted: move them "
+            "away, or choose another --out."
+        )
 
 
 def latest_checkpoint(out: Path) -> Path | None:
