@@ -127,11 +127,31 @@ def test_cli_flags_override_yaml(data, tmp_path, capsys):
 
 def test_data_order_is_a_permutation_per_epoch():
     order = DataOrder(10, seed=3)
-    first = [int(i) for b in range(5) for i in order.batch(b, 2)]
-    assert sorted(first) == list(range(10))
-    second = [int(i) for b in range(5, 10) for i in order.batch(b, 2)]
-    assert sorted(second) == list(range(10)) and second != first
-    assert list(DataOrder(10, seed=3).batch(7, 2)) == list(order.batch(7, 2))
+    first = [pair for b in range(5) for pair in order.batch(b, 2)]
+    assert sorted(i for i, _ in first) == list(range(10)) and {e for _, e in first} == {0}
+    second = [pair for b in range(5, 10) for pair in order.batch(b, 2)]
+    assert sorted(i for i, _ in second) == list(range(10)) and {e for _, e in second} == {1}
+    assert [i for i, _ in second] != [i for i, _ in first]
+    assert DataOrder(10, seed=3).batch(7, 2) == order.batch(7, 2)
+    assert [e for _, e in order.batch(2, 4)] == [0, 0, 1, 1]  # a batch across an epoch boundary
+
+
+def test_each_epoch_draws_its_own_captions(tmp_path, monkeypatch):
+    """Every face has several captions; over 3 epochs training sees more than one of each face's."""
+    import facemogle.train.loop as loop
+
+    small = write_synthface(tmp_path / "sf", 6, size=32, progress=False)
+    seen = {}
+
+    def spy(items, device):
+        for item in items:
+            seen.setdefault(item["stem"], set()).add(item["caption"])
+        return collate(items, device)
+
+    collate = loop._collate
+    monkeypatch.setattr(loop, "_collate", spy)
+    train(config(small, tmp_path / "r", steps=5, batch_size=4))  # 20 positions: > 3 epochs of ≤ 6 items
+    assert all(len(captions) > 1 for captions in seen.values())
 
 
 def test_loss_curve(tmp_path):
@@ -143,9 +163,12 @@ def test_loss_curve(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_processes_match_one_process(data, tmp_path):
+def test_two_processes_match_one_process(tmp_path):
     """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4, with the same
-    learning rate at each step: a warm-up longer than the run counts optimizer steps, not processes."""
+    learning rate at each step: a warm-up longer than the run counts optimizer steps, not processes. The
+    12 positions of the run cover more than one epoch of the ≤ 10 training items, so a batch straddles
+    two epochs (each with its own captions)."""
+    data = write_synthface(tmp_path / "sf", 10, size=32, progress=False)
     common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "50",
               "--lr", "0.05", "--log-every", "1", "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
     train(config(data, tmp_path / "one", steps=3, warmup=50, lr=0.05))

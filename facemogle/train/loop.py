@@ -7,8 +7,8 @@
 The last runs 8 processes, one per GPU (`--batch-size` is per process); the README's "Training" section
 has the one-GPU and multi-node commands.
 
-Determinism: every random draw of a step (data order, noise, t, modality dropout) comes from the run's
-seed and the step number, for the whole global batch, and each process takes its own slice. So a run
+Determinism: every random draw of a step (data order, captions, noise, t, modality dropout) comes from the
+run's seed and the step number, for the whole global batch, and each process takes its own slice. So a run
 resumed from a checkpoint continues bit for bit, and N processes reach the weights of one process with
 the same global batch.
 """
@@ -92,13 +92,13 @@ def train(
             objective.train()
             for micro in range(config.grad_accum):
                 micro_index = step * config.grad_accum + micro
-                indices = order.batch(micro_index, global_batch)
+                positions = order.batch(micro_index, global_batch)
                 mine = slice(
                     accelerator.process_index * config.batch_size,
                     (accelerator.process_index + 1) * config.batch_size,
                 )
                 images, labels, captions, stems = _collate(
-                    [dataset[i] for i in indices[mine]], accelerator.device
+                    [dataset.item(i, epoch) for i, epoch in positions[mine]], accelerator.device
                 )
                 randomness = StepRandomness.draw(
                     config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
@@ -181,18 +181,19 @@ class DataOrder:
         self.length, self.seed = length, seed
         self._epoch, self._perm = -1, None
 
-    def batch(self, index: int, size: int) -> np.ndarray:
-        positions = np.arange(index * size, (index + 1) * size)
-        return np.array([self._at(p) for p in positions])
+    def batch(self, index: int, size: int) -> list[tuple[int, int]]:
+        """(dataset index, epoch) of each position: the epoch draws the caption, also in a batch that
+        straddles two epochs."""
+        return [self._at(p) for p in range(index * size, (index + 1) * size)]
 
-    def _at(self, position: int) -> int:
-        epoch, offset = divmod(int(position), self.length)
+    def _at(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.length)
         if epoch != self._epoch:
             self._epoch, self._perm = (
                 epoch,
                 np.random.default_rng([self.seed, epoch]).permutation(self.length),
             )
-        return int(self._perm[offset])
+        return int(self._perm[offset]), epoch
 
 
 def _collate(items: list[dict], device: torch.device | str):
