@@ -86,9 +86,12 @@ def train(
     log = CsvLog(out / "log.csv", accelerator.is_main_process)
     bar = progress_bar(config.steps, step, accelerator.is_main_process)
     started, seen = time.perf_counter(), 0
-    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if _in_main_thread() else None
-    try:
+    interrupted = False
+    with _stop_requests() as stop:
         while step < config.steps and (stop_at is None or step < stop_at):
+            if _stop_requested(stop, accelerator):
+                interrupted = True
+                break
             objective.train()
             for micro in range(config.grad_accum):
                 micro_index = step * config.grad_accum + micro
@@ -142,16 +145,11 @@ def train(
                 with ema_weights(model, ema):
                     grid = sample_grid(FaceMoGLEPipeline(model, text_encoder), dataset)
                 grid.save(out / "samples" / f"step_{step:07d}.png")
-    except KeyboardInterrupt:
-        save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
-        bar.close()
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     if step < config.steps and step % config.checkpoint_every:
         save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)  # stopped early
+    if interrupted:
+        raise KeyboardInterrupt
     if step >= config.steps and accelerator.is_main_process:
         with ema_weights(model, ema):
             pipe = FaceMoGLEPipeline(model, text_encoder)
@@ -165,13 +163,27 @@ def train(
     return out
 
 
-def _interrupt(signum, frame):
-    """SIGTERM (a scheduler or session ending) is handled like Ctrl-C: checkpoint, then stop."""
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def _stop_requests():
+    """Within the block Ctrl-C and SIGTERM (a scheduler or session ending) only set the event it gives: the
+    loop stops between steps, so no checkpoint holds a step half applied (weights, EMA and step disagreeing).
+    Signal handlers can only be set from the main thread; elsewhere the event stays clear."""
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, lambda signum, frame: stop.set()) for signum in signals}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _stop_requested(stop: threading.Event, accelerator) -> bool:
+    """Whether any process was asked to stop: all of them stop after the same step."""
+    if accelerator.num_processes == 1:
+        return stop.is_set()
+    flag = torch.tensor([float(stop.is_set())], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0
 
 
 class DataOrder:
