@@ -223,14 +223,17 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train import TrainConfig, train
+    from .train import TrainConfig, run_config, train
 
-    config = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            setattr(config, field.name, value)
-    out = train(config, resume=args.resume, overwrite=args.overwrite)
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
+    base = TrainConfig.load(args.config) if args.config else TrainConfig()
+    if args.resume:  # the run's own options; the library refuses the given flags that would change them
+        base = run_config(given.get("out", base.out))
+    out = train(dataclasses.replace(base, **given), resume=args.resume, overwrite=args.overwrite)
     print(f"run folder: {out}")
 
 
@@ -250,12 +253,21 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .train.checkpoints import RESUME_CHANGEABLE
+
+    changeable = ", ".join(
+        "--" + name.replace("_", "-") for name in RESUME_CHANGEABLE if name not in ("out", "steps")
+    )
     train = subparsers.add_parser(
         "train", help="train the compact model (runs under `accelerate launch` too)"
     )
     train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (or the --config file's out) from its last checkpoint with the options "
+        "in its train_config.json; --steps N trains it further (a finished one too) and is recorded, as are "
+        f"{changeable}; any other flag is refused",
     )
     train.add_argument(
         "--overwrite",

@@ -100,11 +100,17 @@ def test_run_folder_is_protected(data, tmp_path):
     train(cfg)
     with pytest.raises(RunFolderError, match="--overwrite"):
         train(cfg)
-    with pytest.raises(RunFolderError, match="resume with the saved config"):
+    with pytest.raises(RunFolderError, match=r"--seed 9 \(the run's: 0\)"):
         train(config(data, tmp_path / "r", steps=4, seed=9), resume=True)
-    with pytest.raises(RunFolderError, match=r"\['patch_size'\]"):
+    with pytest.raises(RunFolderError, match=r"--patch-size 8 \(the run's: None\)"):
         train(config(data, tmp_path / "r", steps=4, patch_size=8), resume=True)
+    with pytest.raises(RunFolderError, match="--grad-accum 2 .* --lr 0.1 .* --drop-text 0.5"):
+        train(config(data, tmp_path / "r", steps=4, lr=0.1, grad_accum=2, drop_text=0.5), resume=True)
+    with pytest.raises(RunFolderError, match="finished at step 2"):
+        train(cfg, resume=True)
     train(config(data, tmp_path / "r", steps=3), resume=True)  # more steps on a finished run
+    with pytest.raises(RunFolderError, match="not both"):
+        train(cfg, resume=True, overwrite=True)
     train(cfg, overwrite=True)
     unfinished = config(data, tmp_path / "u", steps=4)
     train(unfinished, stop_at=1)
@@ -112,6 +118,29 @@ def test_run_folder_is_protected(data, tmp_path):
         train(unfinished)
     with pytest.raises(RunFolderError, match="no checkpoint"):
         train(config(data, tmp_path / "new"), resume=True)
+
+
+def test_cli_resume_continues_with_the_saved_options(data, tmp_path, capsys):
+    """--resume takes the run's train_config.json, not the CLI defaults; flags that would change the run
+    are refused by name; --steps extends a run (recorded); a finished run says so."""
+    run = str(tmp_path / "r")
+    train(config(data, run, steps=3, lr=1e-3, grad_accum=2), stop_at=1)
+    assert main(["train", "--out", run, "--resume"]) == 0
+    assert (tmp_path / "r" / "DONE").read_text() == "finished at step 3\n"
+    assert main(["train", "--out", run, "--resume"]) == 2
+    assert "finished at step 3" in capsys.readouterr().err
+    assert (
+        main(["train", "--out", run, "--resume", "--steps", "5", "--lr", "0.01", "--mixed-precision", "bf16"])
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "--lr 0.01 (the run's: 0.001)" in error and "--mixed-precision bf16 (the run's: no)" in error
+    assert main(["train", "--out", run, "--resume", "--steps", "4", "--lr", "0.001"]) == 0
+    saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert (saved["steps"], saved["lr"], saved["grad_accum"], saved["data"]) == (4, 1e-3, 2, str(data))
+    (tmp_path / "c.yaml").write_text(f"out: {run}\nlr: 0.5\n")  # --config only locates the run
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume", "--steps", "5"]) == 0
+    assert json.loads((tmp_path / "r" / "train_config.json").read_text())["lr"] == 1e-3
 
 
 def test_overwrite_replaces_only_a_run_folder(data, tmp_path):
