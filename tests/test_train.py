@@ -161,6 +161,18 @@ def test_overwrite_replaces_only_a_run_folder(data, tmp_path):
     train(config(data, tmp_path / "empty", steps=1), overwrite=True)
 
 
+def test_keep_checkpoints_is_at_least_one(data, tmp_path, capsys):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"--keep-checkpoints must be at least 1.*got {bad}"):
+            TrainConfig(keep_checkpoints=bad)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--keep-checkpoints", "0"]) == 2
+    assert (
+        "--keep-checkpoints must be at least 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    )
+    run = train(config(data, tmp_path / "r", steps=3, checkpoint_every=1, keep_checkpoints=1))
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000003.pt"]
+
+
 def test_corrupt_checkpoint_gets_clear_error(data, tmp_path):
     cfg = config(data, tmp_path / "r", steps=4)
     train(cfg, stop_at=2)
