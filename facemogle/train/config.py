@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import FaceMoGLEError
 from ..io import read_options
 from ..model import FaceMoGLEConfig, config_for_size
 from ..mogle import MoGLEConfig
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(FaceMoGLEError, RuntimeError):
     """A run folder that cannot be used as asked; the message says which flag to pass."""
 
 
