@@ -246,10 +246,22 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
+            parser.add_argument(
+                flag, type=_boolean, metavar="BOOL", help=f"true or false; default {field.default}"
+            )
         else:
             kind = {"int": int, "int | None": int, "float": float}.get(str(field.type), str)
             parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
+
+
+def _boolean(value: str) -> bool:
+    """true/false, yes/no or 1/0 in any case; anything else is refused, so a typo never reads as false."""
+    answer = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+        value.lower()
+    )
+    if answer is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not true/false, yes/no or 1/0")
+    return answer
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:

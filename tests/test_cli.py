@@ -69,3 +69,27 @@ def test_bugs_keep_their_traceback(monkeypatch, error):
     fail_with(monkeypatch, error)
     with pytest.raises(type(error)):
         cli.main(["version"])
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("1", True),
+        ("false", False),
+        ("no", False),
+        ("0", False),
+    ],
+)
+def test_boolean_flags_take_a_value(value, expected):
+    args = cli.build_parser().parse_args(["train", "--gradient-checkpointing", value])
+    assert args.gradient_checkpointing is expected
+
+
+def test_boolean_flag_typo_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.build_parser().parse_args(["train", "--experts", "flase"])
+    assert exit.value.code == 2
+    assert "argument --experts: 'flase' is not true/false, yes/no or 1/0" in capsys.readouterr().err
