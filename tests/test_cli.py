@@ -93,3 +93,76 @@ def test_boolean_flag_typo_is_refused(capsys):
         cli.build_parser().parse_args(["train", "--experts", "flase"])
     assert exit.value.code == 2
     assert "argument --experts: 'flase' is not true/false, yes/no or 1/0" in capsys.readouterr().err
+
+
+def test_generate_checks_its_outputs_before_any_work(tmp_path, mask_file, capsys):
+    """An input is never overwritten, an existing output only with --overwrite, and the image format is
+    known: all checked before the model loads (the missing --model here is never reached)."""
+    missing = [
+        "generate",
+        "--model",
+        str(tmp_path / "no_model"),
+        "--mask",
+        str(mask_file),
+        "--prompt",
+        "a man",
+    ]
+    for args, message in [
+        (["--out", str(tmp_path / "face.gif")], "save images as .png, .jpg, .jpeg or .webp"),
+        (["--out", str(mask_file), "--overwrite"], "is an input"),
+        (["--out", str(tmp_path / "mask.jpg"), "--num-images", "2", "--grid"], None),
+    ]:
+        if message is None:  # nothing in the way: the missing model is the error
+            message = "no_model"
+        assert main([*missing, *args]) == 2
+        assert message in capsys.readouterr().err
+    model = tmp_path / "model"
+    assert main(["init-model", "--out", str(model)]) == 0
+    run = ["generate", "--model", str(model), "--mask", str(mask_file), "--steps", "1", "--num-images", "2"]
+    (tmp_path / "face_1.png").write_bytes(b"mine")
+    (tmp_path / "face_grid.png").write_bytes(b"mine")
+    assert main([*run, "--out", str(tmp_path / "face.png")]) == 2
+    assert "face_1.png exists; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "face_1.png").read_bytes() == b"mine"
+    assert main([*run, "--out", str(tmp_path / "face.png"), "--grid", "--overwrite"]) == 0
+    assert (tmp_path / "face_1.png").read_bytes() != b"mine" and (
+        tmp_path / "face_grid.png"
+    ).stat().st_size > 4
+
+
+def test_commands_that_write_refuse_existing_outputs_without_overwrite(tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["init-model", "--out", str(model)]) == 0
+    assert main(["init-model", "--out", str(model), "--seed", "1"]) == 2
+    assert f"{model} exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["init-model", "--out", str(model), "--seed", "1", "--overwrite"]) == 0
+    data = tmp_path / "sf"
+    assert main(["data", "synth", str(data), "--count", "3", "--size", "16"]) == 0
+    assert main(["data", "synth", str(data), "--count", "3", "--size", "16", "--start", "2"]) == 2
+    assert "holds items 2 of the 3 to write" in capsys.readouterr().err
+    assert main(["data", "synth", str(data), "--count", "3", "--size", "16", "--start", "3"]) == 0  # adds 3–5
+    assert main(["data", "synth", str(data), "--count", "3", "--size", "16", "--overwrite"]) == 0
+    assert main(["data", "preview", str(data)]) == 0
+    assert main(["data", "preview", str(data)]) == 2
+    assert "preview.png exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["data", "preview", str(data), "--overwrite"]) == 0
+    assert main(["data", "preview", str(data), "--out", str(data / "face" / "0.jpg"), "--overwrite"]) == 2
+    assert "is inside the input" in capsys.readouterr().err
+    assert main(["data", "preview", str(data), "--out", str(tmp_path / "p.pdf")]) == 2
+    assert "save images as" in capsys.readouterr().err
+    (tmp_path / "table.md").write_text("mine")
+    assert (
+        main(["compare", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(tmp_path / "table.md")])
+        == 2
+    )
+    assert "table.md exists; pass --overwrite" in capsys.readouterr().err
+    assert (
+        main(["compare", str(tmp_path / "e1"), str(tmp_path / "e2"), "--grid", str(tmp_path / "g.txt")]) == 2
+    )
+    assert "save images as" in capsys.readouterr().err
+    assert main(["eval", "--data", str(data), "--images", str(data / "face"), "--out", str(data)]) == 2
+    assert "is an input" in capsys.readouterr().err
+    (tmp_path / "ev" / "parser").mkdir(parents=True)
+    (tmp_path / "ev" / "parser" / "config.json").write_text("{}")
+    assert main(["train-evaluators", "--data", str(data), "--out", str(tmp_path / "ev"), "--steps", "1"]) == 2
+    assert "parser exists; pass --overwrite" in capsys.readouterr().err

@@ -266,6 +266,10 @@ def test_export_from_unfinished_run(data, tmp_path, capsys):
     train(cfg, stop_at=2)
     assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
     assert "EMA weights of step 2" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "r" / "model"), "--overwrite"]) == 2
+    assert "is inside the input" in capsys.readouterr().err
     exported = load_file(tmp_path / "m" / "model.safetensors")
     assert all(v.dtype == torch.bfloat16 for v in exported.values())
     ema = torch.load(tmp_path / "r" / "checkpoints" / "step_0000002.pt", weights_only=True)["ema"]
