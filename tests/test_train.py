@@ -261,6 +261,23 @@ def test_two_processes_match_one_process(tmp_path):
     assert max((one[k] - other[k]).abs().max().item() for k in one) > 1e-3
 
 
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_every_process_stops_on_a_run_folder_it_cannot_use(data, tmp_path):
+    """The main process checks the run folder; the others learn its verdict instead of waiting at a barrier
+    (or being killed without the reason)."""
+    train(config(data, tmp_path / "r", steps=1))  # a finished run, and no --overwrite
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
+         "--data", str(data), "--out", str(tmp_path / "r"), "--size", "tiny", "--resolution", "32",
+         "--batch-size", "2", "--steps", "1", "--sample-every", "0", "--mixed-precision", "no"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("error: " + str(tmp_path / "r") + " holds a finished run") == 2, result.stderr[
+        -3000:
+    ]
+
+
 def test_export_from_unfinished_run(data, tmp_path, capsys):
     cfg = config(data, tmp_path / "r", steps=6)
     train(cfg, stop_at=2)

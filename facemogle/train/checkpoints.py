@@ -32,6 +32,26 @@ RUN_ENTRIES = ("train_config.json", "DONE", "log.csv", "loss.png", CHECKPOINTS, 
                "tensorboard", "condition_cache", "text_cache")  # fmt: skip
 
 
+def prepare_run_folder_on_main(
+    accelerator, out: Path, config: TrainConfig, resume: bool, overwrite: bool
+) -> None:
+    """prepare_run_folder on the main process; every process learns its outcome (the broadcast is also the
+    barrier), so a folder refused there stops them all with its reason instead of leaving them waiting."""
+    from accelerate.utils import broadcast_object_list
+
+    error = None
+    if accelerator.is_main_process:
+        try:
+            prepare_run_folder(out, config, resume, overwrite)
+        except Exception as caught:  # noqa: BLE001 - whatever stops the main process must stop the others
+            error = caught
+    message = broadcast_object_list([None if error is None else str(error)])[0]
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunFolderError(message)
+
+
 def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
     """Check that `out` can hold this run as asked (new, resumed or overwritten); write train_config.json."""
     if resume and overwrite:

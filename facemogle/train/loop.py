@@ -30,7 +30,7 @@ from ..model import Denoiser, StepRandomness
 from ..pipeline import FaceMoGLEPipeline
 from ..precision import resolve_mixed_precision
 from .build import build_model, build_optimizer, ema_weights, trainable_state, update_ema
-from .checkpoints import DONE, FINAL_MODEL, load_checkpoint, prepare_run_folder, save_checkpoint
+from .checkpoints import DONE, FINAL_MODEL, load_checkpoint, prepare_run_folder_on_main, save_checkpoint
 from .config import TrainConfig
 from .logs import CsvLog, loss_curve, progress_bar, sample_grid
 
@@ -61,9 +61,7 @@ def train(
     autocast = torch.autocast(
         accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
     )
-    if accelerator.is_main_process:
-        prepare_run_folder(out, config, resume, overwrite)
-    accelerator.wait_for_everyone()
+    prepare_run_folder_on_main(accelerator, out, config, resume, overwrite)
     dataset = _open_dataset(config)
     model, text_encoder = build_model(config, accelerator.device)
     null_text = text_encoder.encode([""]).to(accelerator.device)
