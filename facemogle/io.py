@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import FaceMoGLEError
+
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call write(temporary path) in the same folder, then rename over `path`, so a crash never leaves half a file."""
@@ -51,7 +53,7 @@ PROCESS_STARTED = time.time()  # (about) when this process started: older failur
 STALE_MARGIN_S = 60.0  # the processes of one launch start within this of each other
 
 
-class ProcessFailedError(RuntimeError):
+class ProcessFailedError(FaceMoGLEError, RuntimeError):
     """Another process of the run failed; the message is its error."""
 
 

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import torch
 
+from .errors import FaceMoGLEError
+
 
 @dataclass
 class TextEmbedding:
@@ -53,7 +55,7 @@ class TextEncoder(Protocol):
 CACHE_SIZE = 4096  # encoded prompts kept in memory (training repeats captions across epochs)
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(FaceMoGLEError, RuntimeError):
     """A text encoder could not be loaded; the message says what to install or pass."""
 
 

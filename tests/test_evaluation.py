@@ -142,7 +142,9 @@ def test_eval_never_reuses_images_of_other_data_splits_or_weights(data, evaluato
     capsys.readouterr()
     assert main([*args, "--split", "train"]) == 2
     assert "other settings" in capsys.readouterr().err
-    assert main(["init-model", "--out", str(model), "--seed", "1"]) == 0  # retrained at the same path
+    assert (
+        main(["init-model", "--out", str(model), "--seed", "1", "--overwrite"]) == 0
+    )  # retrained at the same path
     capsys.readouterr()
     assert main(args) == 2
     assert "other settings" in capsys.readouterr().err

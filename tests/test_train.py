@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import numpy as np
@@ -30,6 +31,11 @@ def weights(run):
     return load_file(run / "model" / "model.safetensors")
 
 
+def logged_lr(run):
+    rows = (run / "log.csv").read_text().splitlines()[1:]
+    return [float(row.split(",")[2]) for row in rows]
+
+
 def test_resume_is_bit_exact(data, tmp_path):
     straight = train(config(data, tmp_path / "a", grad_accum=2, mixed_precision="bf16"))
     interrupted = config(data, tmp_path / "b", grad_accum=2, mixed_precision="bf16")
@@ -40,6 +46,33 @@ def test_resume_is_bit_exact(data, tmp_path):
     a, b = weights(straight), weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "b" / "loss.png").exists() and (tmp_path / "b" / "samples").is_dir()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_step_stops_after_that_step(data, tmp_path, monkeypatch, signum):
+    """Ctrl-C or SIGTERM inside a step (here: mid EMA update) finishes the step, saves its checkpoint and
+    stops; resuming then matches an uninterrupted run bit for bit."""
+    import facemogle.train.loop as loop
+
+    update = loop.update_ema
+
+    def interrupted_update(ema, model, decay, step):
+        if step == 2:
+            os.kill(os.getpid(), signum)
+        update(ema, model, decay, step)
+
+    straight = train(config(data, tmp_path / "a", steps=3))
+    cfg = config(data, tmp_path / "b", steps=3)
+    handler = signal.getsignal(signum)
+    monkeypatch.setattr(loop, "update_ema", interrupted_update)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(loop, "update_ema", update)
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step_0000002.pt"]
+    assert signal.getsignal(signum) is handler
+    train(cfg, resume=True)
+    a, b = weights(straight), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_training_changes_weights_and_logs(data, tmp_path):
@@ -67,11 +100,17 @@ def test_run_folder_is_protected(data, tmp_path):
     train(cfg)
     with pytest.raises(RunFolderError, match="--overwrite"):
         train(cfg)
-    with pytest.raises(RunFolderError, match="resume with the saved config"):
+    with pytest.raises(RunFolderError, match=r"--seed 9 \(the run's: 0\)"):
         train(config(data, tmp_path / "r", steps=4, seed=9), resume=True)
-    with pytest.raises(RunFolderError, match=r"\['patch_size'\]"):
+    with pytest.raises(RunFolderError, match=r"--patch-size 8 \(the run's: None\)"):
         train(config(data, tmp_path / "r", steps=4, patch_size=8), resume=True)
+    with pytest.raises(RunFolderError, match="--grad-accum 2 .* --lr 0.1 .* --drop-text 0.5"):
+        train(config(data, tmp_path / "r", steps=4, lr=0.1, grad_accum=2, drop_text=0.5), resume=True)
+    with pytest.raises(RunFolderError, match="finished at step 2"):
+        train(cfg, resume=True)
     train(config(data, tmp_path / "r", steps=3), resume=True)  # more steps on a finished run
+    with pytest.raises(RunFolderError, match="not both"):
+        train(cfg, resume=True, overwrite=True)
     train(cfg, overwrite=True)
     unfinished = config(data, tmp_path / "u", steps=4)
     train(unfinished, stop_at=1)
@@ -79,6 +118,59 @@ def test_run_folder_is_protected(data, tmp_path):
         train(unfinished)
     with pytest.raises(RunFolderError, match="no checkpoint"):
         train(config(data, tmp_path / "new"), resume=True)
+
+
+def test_cli_resume_continues_with_the_saved_options(data, tmp_path, capsys):
+    """--resume takes the run's train_config.json, not the CLI defaults; flags that would change the run
+    are refused by name; --steps extends a run (recorded); a finished run says so."""
+    run = str(tmp_path / "r")
+    train(config(data, run, steps=3, lr=1e-3, grad_accum=2), stop_at=1)
+    assert main(["train", "--out", run, "--resume"]) == 0
+    assert (tmp_path / "r" / "DONE").read_text() == "finished at step 3\n"
+    assert main(["train", "--out", run, "--resume"]) == 2
+    assert "finished at step 3" in capsys.readouterr().err
+    assert (
+        main(["train", "--out", run, "--resume", "--steps", "5", "--lr", "0.01", "--mixed-precision", "bf16"])
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "--lr 0.01 (the run's: 0.001)" in error and "--mixed-precision bf16 (the run's: no)" in error
+    assert main(["train", "--out", run, "--resume", "--steps", "4", "--lr", "0.001"]) == 0
+    saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert (saved["steps"], saved["lr"], saved["grad_accum"], saved["data"]) == (4, 1e-3, 2, str(data))
+    (tmp_path / "c.yaml").write_text(f"out: {run}\nlr: 0.5\n")  # --config only locates the run
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--resume", "--steps", "5"]) == 0
+    assert json.loads((tmp_path / "r" / "train_config.json").read_text())["lr"] == 1e-3
+
+
+def test_overwrite_replaces_only_a_run_folder(data, tmp_path):
+    dataset = write_synthface(tmp_path / "sf", 2, size=32, progress=False)
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    for overwrite in (True, False):
+        with pytest.raises(RunFolderError, match="not a training run folder"):
+            train(config(data, dataset, steps=1), overwrite=overwrite)
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    run = train(config(data, tmp_path / "r", steps=1))
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match=r"\['notes.txt'\]"):
+        train(config(data, run, steps=1), overwrite=True)
+    assert (run / "notes.txt").exists() and (run / "DONE").exists()
+    (run / "notes.txt").unlink()
+    train(config(data, run, steps=1), overwrite=True)
+    (tmp_path / "empty").mkdir()
+    train(config(data, tmp_path / "empty", steps=1), overwrite=True)
+
+
+def test_keep_checkpoints_is_at_least_one(data, tmp_path, capsys):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"--keep-checkpoints must be at least 1.*got {bad}"):
+            TrainConfig(keep_checkpoints=bad)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--keep-checkpoints", "0"]) == 2
+    assert (
+        "--keep-checkpoints must be at least 1" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    )
+    run = train(config(data, tmp_path / "r", steps=3, checkpoint_every=1, keep_checkpoints=1))
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000003.pt"]
 
 
 def test_corrupt_checkpoint_gets_clear_error(data, tmp_path):
@@ -104,11 +196,31 @@ def test_cli_flags_override_yaml(data, tmp_path, capsys):
 
 def test_data_order_is_a_permutation_per_epoch():
     order = DataOrder(10, seed=3)
-    first = [int(i) for b in range(5) for i in order.batch(b, 2)]
-    assert sorted(first) == list(range(10))
-    second = [int(i) for b in range(5, 10) for i in order.batch(b, 2)]
-    assert sorted(second) == list(range(10)) and second != first
-    assert list(DataOrder(10, seed=3).batch(7, 2)) == list(order.batch(7, 2))
+    first = [pair for b in range(5) for pair in order.batch(b, 2)]
+    assert sorted(i for i, _ in first) == list(range(10)) and {e for _, e in first} == {0}
+    second = [pair for b in range(5, 10) for pair in order.batch(b, 2)]
+    assert sorted(i for i, _ in second) == list(range(10)) and {e for _, e in second} == {1}
+    assert [i for i, _ in second] != [i for i, _ in first]
+    assert DataOrder(10, seed=3).batch(7, 2) == order.batch(7, 2)
+    assert [e for _, e in order.batch(2, 4)] == [0, 0, 1, 1]  # a batch across an epoch boundary
+
+
+def test_each_epoch_draws_its_own_captions(tmp_path, monkeypatch):
+    """Every face has several captions; over 3 epochs training sees more than one of each face's."""
+    import facemogle.train.loop as loop
+
+    small = write_synthface(tmp_path / "sf", 6, size=32, progress=False)
+    seen = {}
+
+    def spy(items, device):
+        for item in items:
+            seen.setdefault(item["stem"], set()).add(item["caption"])
+        return collate(items, device)
+
+    collate = loop._collate
+    monkeypatch.setattr(loop, "_collate", spy)
+    train(config(small, tmp_path / "r", steps=5, batch_size=4))  # 20 positions: > 3 epochs of ≤ 6 items
+    assert all(len(captions) > 1 for captions in seen.values())
 
 
 def test_loss_curve(tmp_path):
@@ -120,11 +232,15 @@ def test_loss_curve(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_two_processes_match_one_process(data, tmp_path):
-    """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4."""
-    common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "1",
-              "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
-    train(config(data, tmp_path / "one", steps=3, warmup=1))
+def test_two_processes_match_one_process(tmp_path):
+    """DDP over gloo with 2 processes × batch 2 reaches the weights of 1 process × batch 4, with the same
+    learning rate at each step: a warm-up longer than the run counts optimizer steps, not processes. The
+    12 positions of the run cover more than one epoch of the ≤ 10 training items, so a batch straddles
+    two epochs (each with its own captions)."""
+    data = write_synthface(tmp_path / "sf", 10, size=32, progress=False)
+    common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "50",
+              "--lr", "0.05", "--log-every", "1", "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
+    train(config(data, tmp_path / "one", steps=3, warmup=50, lr=0.05))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
@@ -134,10 +250,32 @@ def test_two_processes_match_one_process(data, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
+    assert (
+        logged_lr(tmp_path / "two")
+        == logged_lr(tmp_path / "one")
+        == pytest.approx([0.05 * (s + 1) / 50 for s in (1, 2, 3)])
+    )
     # and a different global batch would not have matched
-    train(config(data, tmp_path / "other", steps=3, warmup=1, batch_size=2))
+    train(config(data, tmp_path / "other", steps=3, warmup=50, lr=0.05, batch_size=2))
     other = weights(tmp_path / "other")
     assert max((one[k] - other[k]).abs().max().item() for k in one) > 1e-3
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_every_process_stops_on_a_run_folder_it_cannot_use(data, tmp_path):
+    """The main process checks the run folder; the others learn its verdict instead of waiting at a barrier
+    (or being killed without the reason)."""
+    train(config(data, tmp_path / "r", steps=1))  # a finished run, and no --overwrite
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
+         "--data", str(data), "--out", str(tmp_path / "r"), "--size", "tiny", "--resolution", "32",
+         "--batch-size", "2", "--steps", "1", "--sample-every", "0", "--mixed-precision", "no"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert result.stderr.count("error: " + str(tmp_path / "r") + " holds a finished run") == 2, result.stderr[
+        -3000:
+    ]
 
 
 def test_export_from_unfinished_run(data, tmp_path, capsys):
@@ -145,6 +283,10 @@ def test_export_from_unfinished_run(data, tmp_path, capsys):
     train(cfg, stop_at=2)
     assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 0
     assert "EMA weights of step 2" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--dtype", "bfloat16"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "r" / "model"), "--overwrite"]) == 2
+    assert "is inside the input" in capsys.readouterr().err
     exported = load_file(tmp_path / "m" / "model.safetensors")
     assert all(v.dtype == torch.bfloat16 for v in exported.values())
     ema = torch.load(tmp_path / "r" / "checkpoints" / "step_0000002.pt", weights_only=True)["ema"]

@@ -78,7 +78,6 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
             raise ValueError(f"caption must be 'random' or 'first', got {caption!r}.")
         self.root = Path(root)
         self.resolution, self.seed, self.caption = resolution, seed, caption
-        self.epoch = 0
         faces, masks, captions, report = _index(self.root)
         if validate:
             _validate(faces, masks, report)
@@ -106,18 +105,19 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.stems)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Captions are drawn per (seed, epoch, index): a new epoch draws new captions."""
-        self.epoch = epoch
-
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, epoch: int = 0) -> dict:
+        """Item `index` as seen in `epoch`: caption="random" draws its caption from (seed, epoch, index),
+        so each epoch draws anew and the draw depends on no state of the dataset."""
         stem = self.stems[index]
         image, labels = self._load(index)
         captions = self.captions[stem]
         if self.caption == "first":
             caption = captions[0]
         else:
-            caption = captions[np.random.default_rng([self.seed, self.epoch, index]).integers(len(captions))]
+            caption = captions[np.random.default_rng([self.seed, epoch, index]).integers(len(captions))]
         item = {
             "image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1,
             "labels": torch.from_numpy(labels.astype(np.int64)),

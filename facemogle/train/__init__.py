@@ -2,7 +2,7 @@
 folders, checkpoints, export), `logs` (log.csv, sample grids, loss curve)."""
 
 from .build import build_model, ema_weights, trainable_state
-from .checkpoints import export_model
+from .checkpoints import export_model, run_config
 from .config import RunFolderError, TrainConfig
 from .logs import loss_curve, sample_grid
 from .loop import DataOrder, TrainingObjective, train
@@ -16,6 +16,7 @@ __all__ = [
     "ema_weights",
     "export_model",
     "loss_curve",
+    "run_config",
     "sample_grid",
     "train",
     "trainable_state",

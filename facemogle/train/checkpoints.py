@@ -23,35 +23,118 @@ from .config import RunFolderError, TrainConfig
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model"
 DONE = "DONE"
-# options that fix the model's shapes or the stream of random draws: a resumed run must keep them
-RESUME_FIXED = ("backend", "flux", "lora_rank", "size", "resolution", "patch_size", "gating", "experts",
-                "local_experts", "batch_size", "seed")  # fmt: skip
+# what --resume may change: the run's length (--steps extends it) and when it logs, saves and samples;
+# any other option would silently change the run (its data, schedule, precision or random draws)
+RESUME_CHANGEABLE = ("out", "steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
+                     "cache_in_memory", "gradient_checkpointing")  # fmt: skip
+# what a run writes in its folder; --overwrite deletes a folder only when it holds nothing else
+RUN_ENTRIES = ("train_config.json", "DONE", "log.csv", "loss.png", CHECKPOINTS, "samples", FINAL_MODEL,
+               "tensorboard", "condition_cache", "text_cache")  # fmt: skip
+
+
+def prepare_run_folder_on_main(
+    accelerator, out: Path, config: TrainConfig, resume: bool, overwrite: bool
+) -> None:
+    """prepare_run_folder on the main process; every process learns its outcome (the broadcast is also the
+    barrier), so a folder refused there stops them all with its reason instead of leaving them waiting."""
+    from accelerate.utils import broadcast_object_list
+
+    error = None
+    if accelerator.is_main_process:
+        try:
+            prepare_run_folder(out, config, resume, overwrite)
+        except Exception as caught:  # noqa: BLE001 - whatever stops the main process must stop the others
+            error = caught
+    message = broadcast_object_list([None if error is None else str(error)])[0]
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunFolderError(message)
 
 
 def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
     """Check that `out` can hold this run as asked (new, resumed or overwritten); write train_config.json."""
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    elif resume:
-        if not latest_checkpoint(out):
-            raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
-        saved = read_json(out / "train_config.json")
-        changed = {k for k in RESUME_FIXED if saved.get(k, getattr(TrainConfig(), k)) != getattr(config, k)}
-        if changed:
+    if resume and overwrite:
+        raise RunFolderError("pass --resume (continue the run) or --overwrite (start it over), not both.")
+    if resume:
+        _check_resumable(out, config)
+        (out / DONE).unlink(missing_ok=True)  # a finished run given more --steps is unfinished again
+    else:
+        _check_run_or_empty(out)
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        elif (out / DONE).exists():
             raise RunFolderError(
-                f"--resume with other {sorted(changed)} than the run in {out}; resume with the saved config."
+                f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out."
             )
-    elif (out / DONE).exists():
-        raise RunFolderError(
-            f"{out} holds a finished run; pass --overwrite to replace it, or choose another --out."
-        )
-    elif latest_checkpoint(out):
-        raise RunFolderError(
-            f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over."
-        )
+        elif latest_checkpoint(out):
+            raise RunFolderError(
+                f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over."
+            )
     (out / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     (out / "samples").mkdir(exist_ok=True)
     write_json(out / "train_config.json", dataclasses.asdict(config))
+
+
+def run_config(out: str | os.PathLike) -> TrainConfig:
+    """The options of the run in `out` (its train_config.json): what --resume continues with."""
+    path = Path(out) / "train_config.json"
+    if not path.is_file():
+        raise RunFolderError(
+            f"{out} has no train_config.json, so no run to resume; start one without --resume."
+        )
+    return TrainConfig.load(path)
+
+
+def _check_resumable(out: Path, config: TrainConfig) -> None:
+    """A checkpoint to resume from, the run's options but RESUME_CHANGEABLE, and steps left to train."""
+    checkpoint = latest_checkpoint(out)
+    if not checkpoint:
+        raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
+    saved = {
+        **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
+        **read_json(out / "train_config.json"),
+    }
+    changed = [
+        f"--{f.name.replace('_', '-')} {getattr(config, f.name)} (the run's: {saved[f.name]})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUME_CHANGEABLE and saved[f.name] != getattr(config, f.name)
+    ]
+    if changed:
+        raise RunFolderError(
+            f"--resume continues the run in {out} with its own options; leave out {', '.join(changed)}."
+        )
+    step = int(checkpoint.stem.removeprefix("step_"))
+    if config.steps <= step and (out / DONE).exists():
+        raise RunFolderError(
+            f"{out} holds a run finished at step {step}: nothing to resume. Pass --steps with more than {step} "
+            "to train it further, or --overwrite to start over."
+        )
+    if config.steps <= step:
+        raise RunFolderError(f"{out} is at step {step} already; pass --steps with more than {step}.")
+
+
+def _check_run_or_empty(out: Path) -> None:
+    """A new run starts, and --overwrite deletes, only in a folder that is absent, empty or a training run:
+    train_config.json and nothing but RUN_ENTRIES (and temporary files of interrupted atomic writes)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a training run folder; choose another --out.")
+    names = [p.name for p in out.iterdir()]
+    if names and "train_config.json" not in names:
+        raise RunFolderError(
+            f"{out} is not empty and not a training run folder (it has no train_config.json); nothing was "
+            "deleted: choose another --out."
+        )
+    foreign = sorted(
+        n for n in names if n not in RUN_ENTRIES and not (n.startswith(".") and n.endswith(".tmp"))
+    )
+    if foreign:
+        raise RunFolderError(
+            f"{out} holds {foreign}, which a training run does not write; nothing was deleted: move them "
+            "away, or choose another --out."
+        )
 
 
 def latest_checkpoint(out: Path) -> Path | None:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import FaceMoGLEError
 from ..io import read_options
 from ..model import FaceMoGLEConfig, config_for_size
 from ..mogle import MoGLEConfig
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(FaceMoGLEError, RuntimeError):
     """A run folder that cannot be used as asked; the message says which flag to pass."""
 
 
@@ -53,8 +54,15 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 1000
     log_every: int = 10
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # at least 1: the latest is what --resume and export read
     cache_in_memory: bool = True  # keep decoded faces and masks in memory (compact backend only)
+
+    def __post_init__(self):
+        if self.keep_checkpoints < 1:
+            raise ValueError(
+                "--keep-checkpoints must be at least 1 (--resume and export read the latest checkpoint), "
+                f"got {self.keep_checkpoints}."
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:

@@ -7,8 +7,8 @@
 The last runs 8 processes, one per GPU (`--batch-size` is per process); the README's "Training" section
 has the one-GPU and multi-node commands.
 
-Determinism: every random draw of a step (data order, noise, t, modality dropout) comes from the run's
-seed and the step number, for the whole global batch, and each process takes its own slice. So a run
+Determinism: every random draw of a step (data order, captions, noise, t, modality dropout) comes from the
+run's seed and the step number, for the whole global batch, and each process takes its own slice. So a run
 resumed from a checkpoint continues bit for bit, and N processes reach the weights of one process with
 the same global batch.
 """
@@ -30,7 +30,7 @@ from ..model import Denoiser, StepRandomness
 from ..pipeline import FaceMoGLEPipeline
 from ..precision import resolve_mixed_precision
 from .build import build_model, build_optimizer, ema_weights, trainable_state, update_ema
-from .checkpoints import DONE, FINAL_MODEL, load_checkpoint, prepare_run_folder, save_checkpoint
+from .checkpoints import DONE, FINAL_MODEL, load_checkpoint, prepare_run_folder_on_main, save_checkpoint
 from .config import TrainConfig
 from .logs import CsvLog, loss_curve, progress_bar, sample_grid
 
@@ -61,9 +61,7 @@ def train(
     autocast = torch.autocast(
         accelerator.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
     )
-    if accelerator.is_main_process:
-        prepare_run_folder(out, config, resume, overwrite)
-    accelerator.wait_for_everyone()
+    prepare_run_folder_on_main(accelerator, out, config, resume, overwrite)
     dataset = _open_dataset(config)
     model, text_encoder = build_model(config, accelerator.device)
     null_text = text_encoder.encode([""]).to(accelerator.device)
@@ -71,10 +69,11 @@ def train(
     text_cache = _text_cache(config, text_encoder, dataset, accelerator)
     objective = TrainingObjective(model)
     optimizer = build_optimizer(config, trainable_state(model).values())
+    # Not given to accelerate, which would step it once per process: the schedule counts optimizer steps.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup))
     )
-    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
     ema = {k: v.detach().clone().float() for k, v in trainable_state(model).items()}
     step = 0
     if resume:
@@ -85,19 +84,22 @@ def train(
     log = CsvLog(out / "log.csv", accelerator.is_main_process)
     bar = progress_bar(config.steps, step, accelerator.is_main_process)
     started, seen = time.perf_counter(), 0
-    previous_handler = signal.signal(signal.SIGTERM, _interrupt) if _in_main_thread() else None
-    try:
+    interrupted = False
+    with _stop_requests() as stop:
         while step < config.steps and (stop_at is None or step < stop_at):
+            if _stop_requested(stop, accelerator):
+                interrupted = True
+                break
             objective.train()
             for micro in range(config.grad_accum):
                 micro_index = step * config.grad_accum + micro
-                indices = order.batch(micro_index, global_batch)
+                positions = order.batch(micro_index, global_batch)
                 mine = slice(
                     accelerator.process_index * config.batch_size,
                     (accelerator.process_index + 1) * config.batch_size,
                 )
                 images, labels, captions, stems = _collate(
-                    [dataset[i] for i in indices[mine]], accelerator.device
+                    [dataset.item(i, epoch) for i, epoch in positions[mine]], accelerator.device
                 )
                 randomness = StepRandomness.draw(
                     config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
@@ -141,16 +143,11 @@ def train(
                 with ema_weights(model, ema):
                     grid = sample_grid(FaceMoGLEPipeline(model, text_encoder), dataset)
                 grid.save(out / "samples" / f"step_{step:07d}.png")
-    except KeyboardInterrupt:
-        save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)
-        bar.close()
-        raise
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
     bar.close()
     if step < config.steps and step % config.checkpoint_every:
         save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, step)  # stopped early
+    if interrupted:
+        raise KeyboardInterrupt
     if step >= config.steps and accelerator.is_main_process:
         with ema_weights(model, ema):
             pipe = FaceMoGLEPipeline(model, text_encoder)
@@ -164,13 +161,27 @@ def train(
     return out
 
 
-def _interrupt(signum, frame):
-    """SIGTERM (a scheduler or session ending) is handled like Ctrl-C: checkpoint, then stop."""
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def _stop_requests():
+    """Within the block Ctrl-C and SIGTERM (a scheduler or session ending) only set the event it gives: the
+    loop stops between steps, so no checkpoint holds a step half applied (weights, EMA and step disagreeing).
+    Signal handlers can only be set from the main thread; elsewhere the event stays clear."""
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, lambda signum, frame: stop.set()) for signum in signals}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _stop_requested(stop: threading.Event, accelerator) -> bool:
+    """Whether any process was asked to stop: all of them stop after the same step."""
+    if accelerator.num_processes == 1:
+        return stop.is_set()
+    flag = torch.tensor([float(stop.is_set())], device=accelerator.device)
+    return accelerator.reduce(flag, reduction="sum").item() > 0
 
 
 class DataOrder:
@@ -180,18 +191,19 @@ class DataOrder:
         self.length, self.seed = length, seed
         self._epoch, self._perm = -1, None
 
-    def batch(self, index: int, size: int) -> np.ndarray:
-        positions = np.arange(index * size, (index + 1) * size)
-        return np.array([self._at(p) for p in positions])
+    def batch(self, index: int, size: int) -> list[tuple[int, int]]:
+        """(dataset index, epoch) of each position: the epoch draws the caption, also in a batch that
+        straddles two epochs."""
+        return [self._at(p) for p in range(index * size, (index + 1) * size)]
 
-    def _at(self, position: int) -> int:
-        epoch, offset = divmod(int(position), self.length)
+    def _at(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.length)
         if epoch != self._epoch:
             self._epoch, self._perm = (
                 epoch,
                 np.random.default_rng([self.seed, epoch]).permutation(self.length),
             )
-        return int(self._perm[offset])
+        return int(self._perm[offset]), epoch
 
 
 def _collate(items: list[dict], device: torch.device | str):
