@@ -218,7 +218,8 @@ def _check_synth_items(root: Path, indices: range, overwrite: bool) -> None:
     if existing and not overwrite:
         raise UsageError(
             f"{root} holds items {_span(existing)} of the {len(indices)} to write; pass --overwrite to replace "
-            f"them, or --start {max(existing) + 1} to add after them."
+            f"them (a write that was interrupted needs it: its last items may be incomplete), or --start "
+            f"{max(existing) + 1} to add after them."
         )
 
 
@@ -390,7 +391,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     pipe = fingerprint = None
     if args.images is None:
         pipe = _load_pipeline(args, args.device or (state.device if state else "cpu"))
-        fingerprint = model_fingerprint(args.model)
+        loaded = f"{pipe.model.transformer.dtype}, {args.quantize or 'not quantized'}, {pipe.device.type}"
+        fingerprint = f"{model_fingerprint(args.model)} ({loaded}{', VAE tiles' if args.vae_tiling else ''})"
     report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
                       modes=tuple(args.mode), split=args.split, n=args.n, steps=args.steps, seed=args.seed,
                       paper=paper, text_guidance=args.text_guidance, mask_guidance=args.mask_guidance,

@@ -144,18 +144,28 @@ def _image_to_array(image: Image.Image) -> np.ndarray:
 
 
 def _palette_holds_labels(palette: list[int] | None, indices: np.ndarray) -> bool:
-    """Whether a palette image's indices are labels: no palette, or each used index shows its class colour
-    (or the grey of its own value). Any other palette is a drawing whose colours carry the classes."""
+    """Whether a palette image's indices are labels: no palette, or each used index shows its class colour,
+    the grey of its own value, or its colour in the PASCAL VOC colour map (labelme and most segmentation
+    tools). Any other palette is a drawing whose colours carry the classes."""
     if palette is None:
         return True
     colours = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
     for index in np.unique(indices):
-        colour = colours[index] if index < len(colours) else None
-        label_colour = PALETTE[index] if index < NUM_CLASSES else None
-        grey = np.array([index] * 3)
-        if colour is not None and not (np.array_equal(colour, grey) or np.array_equal(colour, label_colour)):
+        if index >= len(colours):
+            continue
+        known = [(index,) * 3, _voc_colour(int(index))] + ([PALETTE[index]] if index < NUM_CLASSES else [])
+        if not any(np.array_equal(colours[index], colour) for colour in known):
             return False
     return True
+
+
+def _voc_colour(index: int) -> tuple[int, int, int]:
+    """Entry `index` of the PASCAL VOC colour map (the bits of the index spread over R, G, B)."""
+    rgb = [0, 0, 0]
+    for bit in range(8):
+        for channel in range(3):
+            rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return rgb[0], rgb[1], rgb[2]
 
 
 def _is_grey(rgb: np.ndarray) -> bool:

@@ -74,6 +74,7 @@ def bad_masks() -> dict[str, bytes]:
         "palette with foreign colours": palette_bytes.getvalue(),
         "foreign RGB colours": _png(foreign),
         "EPS": _eps(),
+        "RGBA in foreign colours": _encoded(Image.new("RGBA", (16, 16), (13, 200, 77, 128)), "PNG"),
     }
 
 
@@ -246,6 +247,8 @@ def _data_folders(root) -> dict:
     (copy("mask not an image") / "mask" / "1.png").write_text("not a png")
     (copy("bad text.json") / "text.json").write_text("{ broken")
     (copy("text.json not a map") / "text.json").write_text("[1, 2]")
+    (copy("splits.json not JSON") / "splits.json").write_text("{ nope")
+    (copy("splits.json of the wrong shape") / "splits.json").write_text('[["0", "1"]]')
     bad = next((copy("truncated face") / "face").glob("2.*"))
     bad.write_bytes(bad.read_bytes()[:60])
     folders["no such folder"] = root / "missing"

@@ -128,3 +128,24 @@ def test_split_mask():
     batched = split_mask(torch.as_tensor(np.stack([labels, labels[::-1].copy()])))
     assert batched.shape == (2, 20, 3, 32, 32)
     torch.testing.assert_close(batched[0], maps)
+
+
+def test_palette_label_maps_of_other_tools_keep_their_indices_and_drawings_are_read_by_colour(tmp_path):
+    from facemogle.labels import _voc_colour
+
+    assert [_voc_colour(i) for i in (0, 1, 2, 3, 15)] == [
+        (0, 0, 0),
+        (128, 0, 0),
+        (0, 128, 0),
+        (128, 128, 0),
+        (192, 128, 128),
+    ]
+    labels = toy_labels()
+    voc = Image.fromarray(labels, mode="P")
+    voc.putpalette([c for i in range(256) for c in _voc_colour(i)])  # labelme's label PNGs
+    voc.save(tmp_path / "voc.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "voc.png"), labels)
+    drawing = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")  # an indexed drawing
+    drawing.putpalette(list(PALETTE[13]) + list(PALETTE[1]) + [0] * 762)  # index 0 = hair, 1 = skin colours
+    drawing.save(tmp_path / "drawing.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "drawing.png"), [[13, 1], [1, 13]])

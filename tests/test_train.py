@@ -297,3 +297,13 @@ def test_export_from_unfinished_run(data, tmp_path, capsys):
         0
     ].size == (32, 32)
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(data, tmp_path):
+    """Killed while writing the final model (the last checkpoint is on disk, DONE is not): --resume writes it."""
+    run = tmp_path / "r"
+    train(config(data, run, steps=3, warmup=1))
+    shutil.rmtree(run / "model")
+    (run / "DONE").unlink()
+    train(config(data, run, steps=3, warmup=1), resume=True)
+    assert (run / "DONE").exists() and (run / "model" / "model.safetensors").is_file()

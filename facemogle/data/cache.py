@@ -255,7 +255,7 @@ def build_text_cache(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     distinct = sorted(set(captions))
-    if not (folder / MANIFEST).is_file():
+    if not (folder / MANIFEST).is_file() and not list(folder.glob("shard_*.json")):  # a fresh build
         _check_room(folder, distinct, encode, dtype)
 
     def write_shard(folder: Path, shard: int, items: range) -> None:

@@ -244,7 +244,13 @@ def _split_file(root: Path) -> dict | None:
     path = root / "splits.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path} is not valid UTF-8 JSON ({error}).") from None
+    valid = isinstance(data, dict) and all(isinstance(data.get(k, []), list) for k in ("train", "test"))
+    if not valid:
+        raise DatasetError(f'{path} must be {{"train": [stems], "test": [stems]}}; fix or remove it.')
     return {"train": set(map(str, data.get("train", []))), "test": set(map(str, data.get("test", [])))}
 
 

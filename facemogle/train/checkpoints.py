@@ -110,8 +110,9 @@ def _check_resumable(out: Path, config: TrainConfig) -> None:
             f"{out} holds a run finished at step {step}: nothing to resume. Pass --steps with more than {step} "
             "to train it further, or --overwrite to start over."
         )
-    if config.steps <= step:
+    if config.steps < step:
         raise RunFolderError(f"{out} is at step {step} already; pass --steps with more than {step}.")
+    # config.steps == step without DONE: stopped while writing the final model; resuming writes it
 
 
 def _check_run_or_empty(out: Path) -> None:
