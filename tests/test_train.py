@@ -307,3 +307,15 @@ def test_a_run_stopped_after_its_last_checkpoint_is_finished_by_resume(data, tmp
     (run / "DONE").unlink()
     train(config(data, run, steps=3, warmup=1), resume=True)
     assert (run / "DONE").exists() and (run / "model" / "model.safetensors").is_file()
+
+
+def test_resume_on_another_number_of_processes_is_refused(data, tmp_path):
+    run = tmp_path / "r"
+    train(config(data, run, steps=4, warmup=1), stop_at=2)
+    checkpoint = sorted((run / "checkpoints").glob("step_*.pt"))[-1]
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["processes"] == 1
+    state["processes"] = 2  # as if the run had been launched on 2 processes
+    torch.save(state, checkpoint)
+    with pytest.raises(RunFolderError, match="trained on 2 processes"):
+        train(config(data, run, steps=4, warmup=1), resume=True)

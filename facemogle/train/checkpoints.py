@@ -155,6 +155,7 @@ def save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, 
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
+        "processes": accelerator.num_processes,  # the global batch and data order depend on it
     }
     path = out / CHECKPOINTS / f"step_{step:07d}.pt"
     atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -162,8 +163,11 @@ def save_checkpoint(accelerator, out, config, model, optimizer, scheduler, ema, 
         old.unlink()
 
 
-def load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
-    """Restore the latest checkpoint of `out` into the model, optimizer, scheduler, EMA and RNG; returns its step."""
+def load_checkpoint(out, model, optimizer, scheduler, ema, processes: int = 1) -> int:
+    """Restore the latest checkpoint of `out` into the model, optimizer, scheduler, EMA and RNG; returns its step.
+
+    processes: how many the run continues on; another count than the checkpoint's is refused (it would
+    change the global batch, hence the data order and every step's draws)."""
     path = latest_checkpoint(out)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -171,6 +175,12 @@ def load_checkpoint(out, model, optimizer, scheduler, ema) -> int:
         raise RunFolderError(
             f"Checkpoint {path} cannot be read ({error}); delete it to resume from the one before."
         ) from None
+    saved = state.get("processes", processes)
+    if saved != processes:
+        raise RunFolderError(
+            f"{out} was trained on {saved} processes; resuming on {processes} would change its global batch "
+            f"and data order. Launch it with {saved} processes (accelerate launch --num_processes {saved})."
+        )
     _load_trainable(model, state["model"], path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -77,7 +77,7 @@ def train(
     ema = {k: v.detach().clone().float() for k, v in trainable_state(model).items()}
     step = 0
     if resume:
-        step = load_checkpoint(out, model, optimizer, scheduler, ema)
+        step = load_checkpoint(out, model, optimizer, scheduler, ema, accelerator.num_processes)
     order = DataOrder(len(dataset), config.seed)
     global_batch = config.batch_size * accelerator.num_processes
     dropout = ModalityDropout(config.drop_text, config.drop_mask, config.drop_local)
