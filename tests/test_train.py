@@ -319,3 +319,16 @@ def test_resume_on_another_number_of_processes_is_refused(data, tmp_path):
     torch.save(state, checkpoint)
     with pytest.raises(RunFolderError, match="trained on 2 processes"):
         train(config(data, run, steps=4, warmup=1), resume=True)
+
+
+def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("local_experts: flase\nsteps: 10\n")  # a typo YAML reads as the string "flase"
+    with pytest.raises(ValueError, match="local_experts: 'flase'"):
+        TrainConfig.load(path)
+    path.write_text("local_experts: false\nsteps: 10\nlr: 1\n")
+    loaded = TrainConfig.load(path)
+    assert loaded.local_experts is False and loaded.steps == 10 and loaded.lr == 1
+    path.write_text("steps: 2.5\n")
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig.load(path)

@@ -68,9 +68,17 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         """Read a JSON or YAML config file."""
         data = read_options(path)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
         if unknown:
             raise ValueError(f"{path}: unknown training options {sorted(unknown)}.")
+        wrong = [
+            f"{name}: {value!r}" for name, value in data.items() if not _fits(fields[name].default, value)
+        ]
+        if wrong:
+            raise ValueError(
+                f"{path}: options of the wrong type ({', '.join(wrong)}); e.g. write true or false."
+            )
         return cls(**data)
 
     def model_config(self) -> FaceMoGLEConfig:
@@ -89,3 +97,19 @@ class TrainConfig:
     def dtype(self) -> torch.dtype:
         """Frozen full-scale weights and cached conditions: bfloat16 under bf16 mixed precision."""
         return torch.bfloat16 if self.mixed_precision == "bf16" else torch.float32
+
+
+def _fits(default, value) -> bool:
+    """Whether a config file's value has the type of the field's default (a typo like `flase` is a string,
+    which would read as true); options whose default is None take anything."""
+    if default is None or default is dataclasses.MISSING:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and (isinstance(default, float) or float(value).is_integer())
+        )
+    return isinstance(value, type(default))
