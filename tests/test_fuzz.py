@@ -4,6 +4,7 @@ hang — and write nothing outside the output path."""
 
 import io
 import json
+import signal
 import struct
 import zlib
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from facemogle.cli import main
-from facemogle.demo import DemoInputError, read_upload
+from facemogle.demo import SOURCES, DemoInputError, read_upload, run
 from facemogle.labels import MaskError, load_mask
 from facemogle.pipeline import CheckpointError, FaceMoGLEPipeline
 
@@ -101,6 +102,20 @@ def _clear_error(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.fixture(autouse=True)
+def never_hang():
+    """Each case must answer within two minutes; a hang fails it instead of stalling the suite."""
+
+    def hung(signum, frame):
+        raise TimeoutError("a bad input made facemogle hang")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "tiny"
@@ -169,6 +184,13 @@ def test_prompts_either_generate_or_give_a_clear_error(name, tiny_model, tmp_pat
         assert any(word in str(error) for word in ("prompt", "characters", "nothing to generate"))
     else:
         assert images[0].size == (32, 32)
+    try:  # the demo's handler, as the Generate button calls it (text only)
+        gallery, _, _ = run(pipe, SOURCES[2], None, None, prompt, 2.0, 1.5, 1, 0, False, 1, folder=tmp_path)
+    except (DemoInputError, ValueError) as error:
+        assert str(error)
+    else:
+        assert gallery[0].size == (32, 32)
+    TRIED["prompts"] += 1
     out = tmp_path / "face.png"
     code = main(
         ["generate", "--model", str(tiny_model), "--prompt", prompt, "--out", str(out), "--steps", "1"]
@@ -234,6 +256,9 @@ def test_broken_model_folders_give_clear_errors(tiny_model, tmp_path, capsys):
         )
         assert code == 2, name
         _clear_error(capsys.readouterr().err)
+        assert main(["demo", "--model", str(folder), "--port", "1"]) == 2, name  # refused before serving
+        _clear_error(capsys.readouterr().err)
+        TRIED["model folders"] += 1
 
 
 def _data_folders(root) -> dict:
