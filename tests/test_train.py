@@ -332,3 +332,19 @@ def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path):
     path.write_text("steps: 2.5\n")
     with pytest.raises(ValueError, match="steps"):
         TrainConfig.load(path)
+
+
+def test_a_resumed_run_logs_each_step_once(data, tmp_path):
+    import csv
+
+    run = tmp_path / "r"
+    train(config(data, run, steps=6, warmup=1), stop_at=3)
+    with (run / "log.csv").open("a") as f:  # a run killed after step 5, its last checkpoint at 3
+        f.write("4,0.5,0.001,1,1\n5,0.5,0.001,1,1\n")
+    partial = run / "checkpoints" / ".step_0000006.pt.abc123.tmp"  # and killed while saving one
+    partial.write_bytes(b"half a checkpoint")
+    train(config(data, run, steps=6, warmup=1), resume=True)
+    with (run / "log.csv").open() as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert not partial.exists()

@@ -59,6 +59,8 @@ def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: 
     if resume:
         _check_resumable(out, config)
         (out / DONE).unlink(missing_ok=True)  # a finished run given more --steps is unfinished again
+        for partial in (out / CHECKPOINTS).glob(".step_*.tmp"):  # a save killed mid-write (never loaded)
+            partial.unlink()
     else:
         _check_run_or_empty(out)
         if out.exists() and overwrite:

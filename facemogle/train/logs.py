@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..io import atomic_write
 from ..pipeline import FaceMoGLEPipeline
 
 
@@ -17,14 +19,27 @@ class CsvLog:
 
     FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
 
-    def __init__(self, path: Path, active: bool):
+    def __init__(self, path: Path, active: bool, from_step: int = 0):
+        """from_step: the step a run resumes at; rows logged after it (by a run killed after its last
+        checkpoint) are dropped, as those steps are trained again."""
         self.path, self.active = path, active
         self.tensorboard = None
+        if active and path.exists():
+            self._keep_until(from_step)
         if active:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tensorboard = SummaryWriter(str(path.parent / "tensorboard"))
+
+    def _keep_until(self, step: int) -> None:
+        with self.path.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda temporary: Path(temporary).write_text(text.getvalue()))
 
     def write(self, **row) -> None:
         if not self.active:

@@ -81,7 +81,7 @@ def train(
     order = DataOrder(len(dataset), config.seed)
     global_batch = config.batch_size * accelerator.num_processes
     dropout = ModalityDropout(config.drop_text, config.drop_mask, config.drop_local)
-    log = CsvLog(out / "log.csv", accelerator.is_main_process)
+    log = CsvLog(out / "log.csv", accelerator.is_main_process, from_step=step)
     bar = progress_bar(config.steps, step, accelerator.is_main_process)
     started, seen = time.perf_counter(), 0
     interrupted = False
