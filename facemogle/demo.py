@@ -189,7 +189,8 @@ def build_app(pipe, parser=None):
     def on_generate(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio reads it from the default
         return run(pipe, *inputs, folder=outputs)
 
-    with gr.Blocks(title="facemogle") as app:
+    # Gradio keeps its own copy of every file it serves: every 10 minutes, delete those over an hour old
+    with gr.Blocks(title="facemogle", delete_cache=(600, 3600)) as app:
         gr.Markdown("# facemogle — faces from a mask, a prompt, or both")
         upload_labels = gr.State(None)
         with gr.Row():

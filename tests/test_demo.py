@@ -190,3 +190,10 @@ def test_the_settings_start_at_the_models_sampling_defaults():
         if "props" in c
     }
     assert (values["Steps"], values["Text guidance"], values["Mask guidance"]) == (28, 1.0, 2.5)
+
+
+def test_gradio_deletes_the_files_it_served():
+    from facemogle.demo import build_app
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    assert build_app(FaceMoGLEPipeline.init("tiny")).delete_cache == (600, 3600)
