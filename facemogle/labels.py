@@ -249,7 +249,7 @@ def save_mask(labels: np.ndarray, path: str | os.PathLike) -> None:
     """Write a label map as a palette PNG (indices = labels, colours = the palette), as MM-CelebA-HQ does."""
     image = Image.fromarray(_check_labels(np.asarray(labels)), mode="P")
     image.putpalette(PALETTE.reshape(-1).tolist())
-    image.save(path)
+    image.save(path, format="PNG")
 
 
 def split_mask(labels: np.ndarray | torch.Tensor) -> torch.Tensor:

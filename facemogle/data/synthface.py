@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..io import atomic_write
 from ..labels import colorize, load_mask, save_mask
 
 SUPERSAMPLE = 2
@@ -477,12 +478,12 @@ def _write_one(job: tuple) -> tuple[str, list[str], dict]:
     root, index, seed, size, ext = job
     image, labels, caps, attrs = make_face(index, seed, size)
     name = f"{index}.{ext}"
-    if ext == "jpg":
-        image.save(root / "face" / name, quality=95)
-    else:
-        image.save(root / "face" / name)
-    save_mask(labels, root / "mask" / f"{index}.png")
-    (root / "text" / f"{index}.txt").write_text("\n".join(caps) + "\n")
+    options = {"format": "JPEG", "quality": 95} if ext == "jpg" else {"format": "PNG"}
+    # each file whole or absent: a write killed midway leaves no truncated face, mask or caption file
+    atomic_write(root / "face" / name, lambda path: image.save(path, **options))
+    atomic_write(root / "mask" / f"{index}.png", lambda path: save_mask(labels, path))
+    text = "\n".join(caps) + "\n"
+    atomic_write(root / "text" / f"{index}.txt", lambda path: Path(path).write_text(text, encoding="utf-8"))
     return name, caps, attrs.to_dict()
 
 
