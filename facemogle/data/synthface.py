@@ -505,6 +505,8 @@ def write_synthface(
     root = Path(root)
     for folder in ("face", "mask", "text"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+        for partial in (root / folder).glob(".*.tmp"):  # left by a write that was killed
+            partial.unlink()
     jobs = [(root, i, seed, size, ext) for i in range(start, start + count)]
     bar = tqdm(total=count, desc="synthface", unit="face", disable=not progress)
     results = []
