@@ -24,6 +24,12 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
         raise
 
 
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporaries that atomic_write leaves in `folder` when its process is killed mid-write."""
+    for partial in Path(folder).glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data, indent: int | None = 2) -> None:
     """`data` as JSON, written atomically."""
     text = json.dumps(data, indent=indent)

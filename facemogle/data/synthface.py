@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..io import atomic_write
+from ..io import atomic_write, remove_partial_writes
 from ..labels import colorize, load_mask, save_mask
 
 SUPERSAMPLE = 2
@@ -505,8 +505,7 @@ def write_synthface(
     root = Path(root)
     for folder in ("face", "mask", "text"):
         (root / folder).mkdir(parents=True, exist_ok=True)
-        for partial in (root / folder).glob(".*.tmp"):  # left by a write that was killed
-            partial.unlink()
+        remove_partial_writes(root / folder)  # left by a write that was killed
     jobs = [(root, i, seed, size, ext) for i in range(start, start + count)]
     bar = tqdm(total=count, desc="synthface", unit="face", disable=not progress)
     results = []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, remove_partial_writes, write_json
 from ..pipeline import FaceMoGLEPipeline
 from .build import build_model, trainable_state
 from .config import RunFolderError, TrainConfig
@@ -59,8 +59,7 @@ def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: 
     if resume:
         _check_resumable(out, config)
         (out / DONE).unlink(missing_ok=True)  # a finished run given more --steps is unfinished again
-        for partial in (out / CHECKPOINTS).glob(".step_*.tmp"):  # a save killed mid-write (never loaded)
-            partial.unlink()
+        remove_partial_writes(out / CHECKPOINTS)  # a save killed mid-write (never loaded)
     else:
         _check_run_or_empty(out)
         if out.exists() and overwrite:
