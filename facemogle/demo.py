@@ -225,12 +225,12 @@ def build_app(pipe, parser=None):
                 with gr.Accordion("Settings", open=False):
                     defaults = pipe.config.sampling  # the model's own sampling settings
                     text_guidance = gr.Slider(
-                        1, 6, value=defaults.text_guidance, step=0.25, label="Text guidance"
+                        *GUIDANCE, value=defaults.text_guidance, step=0.25, label="Text guidance"
                     )
                     mask_guidance = gr.Slider(
-                        1, 6, value=defaults.mask_guidance, step=0.25, label="Mask guidance"
+                        *GUIDANCE, value=defaults.mask_guidance, step=0.25, label="Mask guidance"
                     )
-                    steps = gr.Slider(2, 50, value=defaults.steps, step=1, label="Steps")
+                    steps = gr.Slider(*STEPS, value=defaults.steps, step=1, label="Steps")
                     seed = gr.Number(0, precision=0, label="Seed")
                     random_seed = gr.Checkbox(False, label="Random seed")
                     count = gr.Slider(*COUNT, value=2, step=1, label="Number of images")

@@ -6,6 +6,7 @@ clean image, t = 1 pure noise; x_t = (1 − t)·x0 + t·ε, and the model predic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ class SamplingDefaults:
             raise ValueError(f"text_only must be one of {TEXT_ONLY_MODES}, got {self.text_only!r}.")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"Unknown sampler {self.sampler!r}; use 'euler' or 'heun'.")
+
+    def override(self, **settings) -> SamplingDefaults:
+        """These defaults with the settings a caller gave (those not None) in their place."""
+        return dataclasses.replace(self, **{k: v for k, v in settings.items() if v is not None})
 
 
 # The authors' sampler for FLUX.1-dev + their LoRA: 28 Euler steps, no classifier-free guidance (one

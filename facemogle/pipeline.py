@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from .flow import (
-    TEXT_ONLY_MODES,
     combine_guidance,
     guidance_branches,
     sample_ode,
@@ -86,7 +85,7 @@ class FaceMoGLEPipeline:
         """Load a saved model folder (compact, or full scale with a FLUX folder); None loads the shipped default.
 
         dtype applies to the FLUX components (bfloat16 halves their memory); compact weights load as float32.
-        quantization (full scale): "int8", "float8" or "nf4" for the transformer and T5 (flux.QUANTIZATIONS).
+        quantization (full scale): "int8", "float8" or "nf4" for the transformer and T5 (quantization.QUANTIZATIONS).
         """
         folder = Path(folder) if folder is not None else default_model_folder()
         data = read_config(folder)
@@ -264,18 +263,17 @@ class FaceMoGLEPipeline:
             (GPUs, CPUs with AVX512-BF16 or AMX; see benchmarks/bench_transformer.py).
         """
         # 1. Check inputs; fill what the caller left out from the model's sampling defaults
-        defaults = self.config.sampling
-        steps = num_inference_steps if num_inference_steps is not None else defaults.steps
-        text_only = text_only or defaults.text_only
-        self._check_inputs(prompt, mask, steps, num_images, unconditional, text_only, output_type)
+        sampling = self.config.sampling.override(
+            steps=num_inference_steps, sampler=sampler, text_guidance=text_guidance,
+            mask_guidance=mask_guidance, text_only=text_only,
+        )  # fmt: skip
+        steps = sampling.steps
+        self._check_inputs(prompt, mask, steps, num_images, unconditional, output_type)
         height, width = self._check_size(height, width)
         has_text = bool(prompt and prompt.strip())
         labels = self._prepare_mask(mask, height, width, fit) if mask is not None else None
-        scales = (
-            defaults.text_guidance if text_guidance is None else text_guidance,
-            defaults.mask_guidance if mask_guidance is None else mask_guidance,
-        )
-        if labels is None and has_text and text_only == "background":
+        scales = (sampling.text_guidance, sampling.mask_guidance)
+        if labels is None and has_text and sampling.text_only == "background":
             labels, scales = (
                 np.zeros((height, width), np.int64),
                 (scales[0], 1.0),
@@ -296,7 +294,7 @@ class FaceMoGLEPipeline:
             )  # fmt: skip
             # 4. Denoise
             tokens = sample_ode(
-                velocity, noise, grid, sampler or defaults.sampler,
+                velocity, noise, grid, sampling.sampler,
                 progress=_progress_bar(steps) if progress else None,
                 on_step_end=self._step_end(callback_on_step_end),
             )  # fmt: skip
@@ -344,7 +342,7 @@ class FaceMoGLEPipeline:
         self.model.grid(height, width)
         return height, width
 
-    def _check_inputs(self, prompt, mask, steps, num_images, unconditional, text_only, output_type) -> None:
+    def _check_inputs(self, prompt, mask, steps, num_images, unconditional, output_type) -> None:
         if prompt is not None and not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}.")
         if mask is None and not (prompt and prompt.strip()) and not unconditional:
@@ -357,8 +355,6 @@ class FaceMoGLEPipeline:
             raise ValueError(f"The prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS}.")
         if steps < 1 or num_images < 1:
             raise ValueError(f"num_inference_steps and num_images must be ≥ 1, got {steps} and {num_images}.")
-        if text_only not in TEXT_ONLY_MODES:
-            raise ValueError(f"text_only must be one of {TEXT_ONLY_MODES}, got {text_only!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 

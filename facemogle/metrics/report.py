@@ -336,11 +336,12 @@ def _save_npz(path: str, arrays: dict) -> None:
 
 def _settings(pipe, model, fingerprint, data, split, steps, seed, text_guidance, mask_guidance) -> dict:
     """What the generated images depend on (the reuse key), with the model's sampling defaults filled in."""
-    defaults = pipe.config.sampling if pipe is not None else None
-    pick = lambda value, name: value if value is not None or defaults is None else getattr(defaults, name)  # noqa: E731
+    given = {"steps": steps, "text_guidance": text_guidance, "mask_guidance": mask_guidance}
+    if pipe is not None:
+        sampling = pipe.config.sampling.override(**given)
+        given = {name: getattr(sampling, name) for name in given}
     return {"model": str(model) if model else "default", "fingerprint": fingerprint, "data": str(Path(data).resolve()),
-            "split": split, "steps": pick(steps, "steps"), "seed": seed,
-            "text_guidance": pick(text_guidance, "text_guidance"), "mask_guidance": pick(mask_guidance, "mask_guidance")}  # fmt: skip
+            "split": split, "seed": seed, **given}  # fmt: skip
 
 
 def mode_folder(out: Path, images: str | os.PathLike | None, mode: str, modes: tuple[str, ...]) -> Path:
