@@ -49,9 +49,6 @@ def file_hash(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-mask_hash = file_hash
-
-
 def build_condition_cache(
     dataset,
     encode: Callable[[torch.Tensor], torch.Tensor],
