@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .edit import EditResult, edit
 from .flow import (
     combine_guidance,
     guidance_branches,
@@ -169,6 +171,11 @@ class FaceMoGLEPipeline:
         write_json(folder / CONFIG_FILE, config)
 
     @property
+    def is_compact(self) -> bool:
+        """The compact scale (pixel space, SynthFace evaluators apply), not FLUX."""
+        return isinstance(self.model, FaceMoGLEModel)
+
+    @property
     def device(self) -> torch.device:
         return self._execution_device or next(self.model.parameters()).device
 
@@ -278,19 +285,16 @@ class FaceMoGLEPipeline:
                 np.zeros((height, width), np.int64),
                 (scales[0], 1.0),
             )  # the authors' text-only input
-        # 2. Prepare the noise, the guidance branches and the time grid
+        # 2. Prepare the noise and the time grid
         rows, cols = self.model.grid(height, width)
         device = self.device
         noise = _noise((num_images, rows * cols, self.model.token_dim), seed, generator).to(device)
-        branches = guidance_branches(has_text, labels is not None, *scales)
         grid = time_grid(steps, time_shift(rows * cols)).to(device)
-        autocast = bf16_is_fast(device) if autocast is None else autocast
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # rms_norm
+        with self.precision(autocast):
             # 3. Encode the prompt and the mask once; build the per-step constants once
-            velocity = self._guided_velocity(
-                prompt if has_text else "", labels, branches, num_images, scales,
-                AttentionOptions(condition_strength=condition_strength), (rows, cols),
+            velocity = self.velocity(
+                prompt or "", labels, *scales, num_images, (rows, cols),
+                AttentionOptions(condition_strength=condition_strength),
             )  # fmt: skip
             # 4. Denoise
             tokens = sample_ode(
@@ -300,6 +304,11 @@ class FaceMoGLEPipeline:
             )  # fmt: skip
         # 5. Decode
         return _output(self.model.decode(tokens.float(), height, width), output_type)
+
+    def edit(self, image, **options) -> EditResult:
+        """Edit an existing face: a new mask (operation "mask"), one attribute ("attribute", e.g. "make the
+        hair blond") or a new person on the same layout ("regenerate"). See `facemogle.edit.edit`."""
+        return edit(self, image, **options)
 
     def _step_end(self, callback: Callable | None):
         """diffusers' callback_on_step_end convention, as the sampler's on_step_end(i, t, x) → x."""
@@ -312,8 +321,41 @@ class FaceMoGLEPipeline:
 
         return on_step_end
 
+    @contextlib.contextmanager
+    def precision(self, autocast: bool | None = None):
+        """bfloat16 autocast on the model's device (None: where the device runs it fast), for sampling."""
+        device = self.device
+        autocast = bf16_is_fast(device) if autocast is None else autocast
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")  # rms_norm
+            yield
+
+    def velocity(
+        self,
+        prompt: str,
+        labels: np.ndarray | None,
+        text_guidance: float,
+        mask_guidance: float,
+        num_images: int,
+        grid: tuple[int, int],
+        attention: AttentionOptions | None = None,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The guided velocity v(x, t) of one condition (prompt, "" for none; label map or None), for the
+        sampler and for editing: all guidance branches in one batched forward, per-step constants built once."""
+        has_text = bool(prompt and prompt.strip())
+        scales = (text_guidance, mask_guidance)
+        branches = guidance_branches(has_text, labels is not None, *scales)
+        return self._guided_velocity(
+            prompt if has_text else "",
+            labels,
+            branches,
+            num_images,
+            scales,
+            attention or AttentionOptions(),
+            grid,
+        )
+
     def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
-        """The velocity function of the sampler: all guidance branches in one batched forward."""
         has_text, has_mask = branches[0]
         texts = self.text_encoder.encode([prompt, ""]).to(self.device)
         text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)

@@ -427,6 +427,39 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def describe(attributes: dict) -> str:
+    """One caption in SynthFace's template stating every attribute given (a FaceAttributes dict or an
+    AttributeClassifier prediction), in a fixed order; `parse_caption` reads the same values back."""
+    a = attributes
+    she = a.get("gender") == "female"
+    has, wears, states = [], [], []
+    if a.get("hair_length") == "bald" or a.get("hair_color") is None:
+        states.append("bald")
+    else:
+        words = (a.get("hair_style"), a.get("hair_length"), a["hair_color"])
+        has.append(" ".join(w for w in words if w) + " hair")
+    has += [phrase for key, phrase in HAS_PHRASES if a.get(key)]
+    if a.get("mouth") == "open":
+        has.append("a slightly open mouth")
+    wears += [phrase for key, phrase in WEARS_PHRASES if a.get(key)]
+    if a.get("smiling") or a.get("mouth") in ("smiling", "open"):
+        states.append("smiling")
+    clauses = [f"{verb} {_join(items)}" for verb, items in (("has", has), ("is wearing", wears), ("is", states))
+               if items]  # fmt: skip
+    return f"The {'woman' if she else 'man'} {_join(clauses)}."
+
+
+HAS_PHRASES = (
+    ("bangs", "bangs"), ("receding_hairline", "a receding hairline"), ("arched_eyebrows", "arched eyebrows"),
+    ("bushy_eyebrows", "bushy eyebrows"), ("narrow_eyes", "narrow eyes"), ("big_nose", "a big nose"),
+    ("pale_skin", "pale skin"),
+)  # fmt: skip
+WEARS_PHRASES = (
+    ("lipstick", "lipstick"), ("eyeglasses", "eyeglasses"), ("hat", "a hat"), ("earrings", "earrings"),
+    ("necklace", "a necklace"),
+)  # fmt: skip
+
+
 def parse_caption(caption: str) -> dict:
     """The attributes a SynthFace-style caption states: {attribute: value} for those it mentions."""
     text = f" {caption.lower()} "

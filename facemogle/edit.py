@@ -1,0 +1,462 @@
+"""Editing an existing face without retraining: change the mask, change one attribute, or regenerate it
+keeping its layout. Both scales; the design notes are in ../shared/EDITING.md of the developers' material.
+
+Time convention as in flow.py: x_t = (1 − t)·z0 + t·ε, t = 0 the source z0 (pixels at the compact scale,
+VAE latents at full scale). The region m (1 = regenerate) is grown to whole tokens, so blending is exact
+per token; the decoded result is pasted onto the source through m feathered in pixels.
+
+Operations (each with its default method and strength = the start time t_s):
+- "mask": a new mask; m = where it differs from the source's. Blended sampling conditioned on the whole
+  new mask, the known tokens replaced along the flow path after every step (FluxInpaint's rule:
+  x ← m·x + (1 − m)·[(1 − t')·z0 + t'·ε], the same ε throughout, z0 at t' = 0). Default strength 1.
+- "attribute": a prompt naming what to change; m = the classes it names (ATTRIBUTE_REGIONS, or `region`).
+  Default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
+  z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
+  z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
+  the source condition without guidance, then blended sampling) and "sdedit" (blended sampling from the
+  noised source, strength 0.7).
+- "regenerate": mask-conditioned sampling on the source mask from the noised source, no region
+  (strength 1: a new person with the same layout; 0.5–0.8 keep colours and lighting). Default 0.75.
+
+blend=False regenerates everywhere (m = 1): the unblended baselines of `eval --task edit`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .flow import sample_ode, time_grid, time_shift
+from .images import images_to_tensor, tensor_to_images
+from .labels import CLASSES, IMAGE_FORMATS, MaskSource, load_mask, resize_labels
+from .parsing import load_parser, parse_images
+
+OPERATIONS = ("mask", "attribute", "regenerate")
+METHODS = {"mask": ("blend",), "attribute": ("flowedit", "inversion", "sdedit"), "regenerate": ("sdedit",)}
+DEFAULT_METHOD = {"mask": "blend", "attribute": "flowedit", "regenerate": "sdedit"}
+DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit": 0.7}
+REGENERATE_STRENGTH = 0.75
+GROW = 0.04  # the changed region grows by 4% of the side (≥ 1 pixel) before it is rounded up to tokens
+FEATHER = 0.015  # the paste-back blends over 1.5% of the side (≥ 1 pixel) each side of the region's edge
+SOURCE_TEXT_GUIDANCE = 1.5  # FlowEdit's source branch: weak guidance (its authors' default)
+
+_IDS = {name: i for i, name in enumerate(CLASSES)}
+EYES = ("left eye", "right eye")
+BROWS = ("left brow", "right brow")
+LIPS = ("upper lip", "lower lip")
+# An attribute prompt's keywords → the classes of the source mask it edits (grown, then rounded to tokens).
+# Colour and style words (blond, red, wavy, …) name the hair only when no other keyword matched, so that
+# "red lipstick" edits the lips.
+ATTRIBUTE_REGIONS = {
+    ("eyeglasses", "glasses", "spectacles", "sunglasses"): ("eyeglasses", *EYES, *BROWS),
+    ("hat", "cap", "beanie"): ("hat", "hair"),
+    ("bangs", "fringe"): ("hair", "skin"),
+    ("beard", "moustache", "mustache", "stubble"): ("hair", "skin"),
+    ("lipstick", "lips", "lip"): LIPS,
+    ("smile", "smiling", "smiles", "grin", "mouth", "teeth"): ("mouth", *LIPS),
+    ("earring", "earrings"): ("left ear", "right ear", "earring"),
+    ("necklace",): ("neck", "necklace"),
+    ("eyebrows", "eyebrow", "brows", "brow"): BROWS,
+    ("eyes", "eye"): EYES,
+    ("nose",): ("nose",),
+    ("skin", "pale", "tan", "complexion"): ("skin", "nose", "neck", "left ear", "right ear"),
+    ("hair", "haired", "bald", "hairline"): ("hair",),
+    ("shirt", "cloth", "clothes", "top", "dress"): ("cloth",),
+}
+HAIR_WORDS = ("blond", "blonde", "black", "brown", "gray", "grey", "red", "wavy", "straight", "curly",
+              "long", "short", "brunette", "ginger")  # fmt: skip
+REMOVAL_WORDS = ("remove", "removed", "without", "no", "take", "off", "delete", "erase", "drop", "lose")
+# What an attribute prompt changes in the source's caption (compact scale): word → (attribute, value).
+ATTRIBUTE_CHANGES = {
+    "blond": ("hair_color", "blond"), "blonde": ("hair_color", "blond"), "black": ("hair_color", "black"),
+    "brown": ("hair_color", "brown"), "brunette": ("hair_color", "brown"), "gray": ("hair_color", "gray"),
+    "grey": ("hair_color", "gray"), "red": ("hair_color", "red"), "ginger": ("hair_color", "red"),
+    "wavy": ("hair_style", "wavy"), "straight": ("hair_style", "straight"), "long": ("hair_length", "long"),
+    "short": ("hair_length", "short"), "bangs": ("bangs", True), "fringe": ("bangs", True),
+    "eyeglasses": ("eyeglasses", True), "glasses": ("eyeglasses", True), "hat": ("hat", True),
+    "cap": ("hat", True), "lipstick": ("lipstick", True), "smile": ("smiling", True),
+    "smiling": ("smiling", True), "earrings": ("earrings", True), "earring": ("earrings", True),
+    "necklace": ("necklace", True), "pale": ("pale_skin", True),
+}  # fmt: skip
+
+
+class EditError(ValueError):
+    """An edit that cannot be made as asked; the message says what to pass instead."""
+
+
+@dataclass
+class EditResult:
+    """The edited faces and what produced them."""
+
+    images: list[Image.Image]
+    region: np.ndarray  # [H, W] float in [0, 1]: the paste-back weight, 1 = regenerated, 0 = the source kept
+    source_labels: np.ndarray  # [H, W] uint8
+    target_labels: np.ndarray  # [H, W] uint8: the mask the edit was conditioned on
+    operation: str
+    method: str
+    strength: float
+    prompt: str = ""  # the target condition's prompt
+    source_prompt: str = ""
+    settings: dict = field(default_factory=dict)
+
+
+# --- the region ---
+
+
+def changed_region(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Where two label maps differ [H, W] bool."""
+    return np.asarray(source) != np.asarray(target)
+
+
+def class_region(labels: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    return np.isin(labels, [_IDS[c] for c in classes])
+
+
+def token_region(region: np.ndarray, patch: int, grow: float = GROW) -> torch.Tensor:
+    """A pixel region [H, W] bool → grown by `grow` of the side, then rounded up to whole tokens: [H, W] float."""
+    x = torch.from_numpy(np.ascontiguousarray(region)).float()[None, None]  # [1, 1, H, W]
+    g = max(1, round(grow * region.shape[0]))
+    x = F.max_pool2d(x, 2 * g + 1, 1, g)
+    tokens = F.max_pool2d(x, patch, patch)  # [1, 1, H/p, W/p]
+    return F.interpolate(tokens, scale_factor=patch, mode="nearest")[0, 0]
+
+
+def feathered(region: torch.Tensor, feather: float = FEATHER) -> torch.Tensor:
+    """The paste-back weight: the region [H, W] box-blurred over `feather` of the side, exactly 0 and 1 away
+    from its edge (a box, not a Gaussian, so the source is kept exactly outside the band)."""
+    f = max(1, round(feather * region.shape[0]))
+    return F.avg_pool2d(region[None, None], 2 * f + 1, 1, f, count_include_pad=False)[0, 0]
+
+
+def token_weights(region: torch.Tensor, patch: int) -> torch.Tensor:
+    """A whole-token pixel region [H, W] → per-token weights [1, N, 1], row-major like patchify."""
+    return F.max_pool2d(region[None, None], patch, patch).reshape(1, -1, 1)
+
+
+# --- reading the prompt ---
+
+
+def _words(prompt: str) -> list[str]:
+    return re.findall(r"[a-z]+", prompt.lower())
+
+
+def attribute_classes(prompt: str) -> tuple[str, ...]:
+    """The classes an attribute prompt edits, from ATTRIBUTE_REGIONS; () when it names none."""
+    words = set(_words(prompt))
+    classes = [c for keys, region in ATTRIBUTE_REGIONS.items() if words & set(keys) for c in region]
+    if not classes and words & set(HAIR_WORDS):
+        classes = ["hair"]
+    return tuple(dict.fromkeys(classes))
+
+
+def asks_removal(prompt: str) -> bool:
+    return bool(set(_words(prompt)) & set(REMOVAL_WORDS))
+
+
+def changed_attributes(source: dict, prompt: str) -> dict:
+    """The source's attributes with those an attribute prompt states changed (keywords of ATTRIBUTE_CHANGES)."""
+    target = dict(source)
+    for word in _words(prompt):
+        if word in ATTRIBUTE_CHANGES:
+            name, value = ATTRIBUTE_CHANGES[word]
+            target[name] = value
+    if target.get("smiling") and target.get("mouth") == "closed":
+        target["mouth"] = "smiling"
+    return target
+
+
+# --- inputs ---
+
+
+def load_image(image, size: int) -> torch.Tensor:
+    """A face image (path, PIL image or [H, W, 3] uint8 array) → [1, 3, size, size] in [-1, 1]; square only."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        try:
+            with Image.open(image, formats=IMAGE_FORMATS) as opened:
+                image = opened.convert("RGB")
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise EditError(
+                f"{image} is not a readable face image ({error}); pass a PNG, JPEG or WEBP file."
+            ) from None
+    if image.width != image.height:
+        raise EditError(
+            f"The image is {image.width}×{image.height}; crop it to a square face first (the model works "
+            f"on {size}×{size} faces)."
+        )
+    return images_to_tensor([image.convert("RGB")], size)
+
+
+def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str) -> np.ndarray:
+    """A mask of the image's size and aspect, at the model's resolution."""
+    labels = load_mask(mask)
+    if labels.shape[1] * image_size[1] != labels.shape[0] * image_size[0]:
+        raise EditError(
+            f"The {name} is {labels.shape[1]}×{labels.shape[0]} but the image is {image_size[0]}×{image_size[1]}; "
+            "give a mask of the image's aspect ratio (parse the image with `facemogle parse`)."
+        )
+    return resize_labels(labels, size)
+
+
+def _image_size(image) -> tuple[int, int]:
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    if isinstance(image, Image.Image):
+        return image.size
+    with Image.open(image, formats=IMAGE_FORMATS) as opened:
+        return opened.size
+
+
+def infer_operation(operation: str | None, mask, prompt: str | None) -> str:
+    if operation is not None:
+        if operation not in OPERATIONS:
+            raise EditError(f"Unknown edit operation {operation!r}; use one of {', '.join(OPERATIONS)}.")
+        return operation
+    if mask is not None:
+        return "mask"
+    if prompt and prompt.strip():
+        raise EditError(
+            "A prompt alone can change one attribute (operation 'attribute', --op attribute) or regenerate "
+            "the face keeping its layout ('regenerate', --op regenerate): say which."
+        )
+    raise EditError("Nothing to edit: give a new mask (a mask edit) or a prompt with the operation.")
+
+
+def check_method(operation: str, method: str | None, strength: float | None) -> tuple[str, float]:
+    method = method or DEFAULT_METHOD[operation]
+    if method not in METHODS[operation]:
+        raise EditError(
+            f"Method {method!r} does not apply to a {operation} edit; use one of {', '.join(METHODS[operation])}."
+        )
+    if strength is None:
+        strength = REGENERATE_STRENGTH if operation == "regenerate" else DEFAULT_STRENGTH[method]
+    if not 0 < strength <= 1:
+        raise EditError(f"strength is the start time t_s in (0, 1], got {strength}.")
+    return method, float(strength)
+
+
+def check_region_names(names) -> tuple[str, ...]:
+    """Class names (or indices) of a `region`, checked against CLASSES."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = []
+    for name in names:
+        key = (
+            CLASSES[int(name)]
+            if str(name).isdigit() and int(name) < len(CLASSES)
+            else str(name).replace("_", " ")
+        )
+        if key not in _IDS:
+            raise EditError(f"Unknown class {name!r} in the region; the classes are: {', '.join(CLASSES)}.")
+        out.append(key)
+    if not out:
+        raise EditError(
+            "The region names no class; give class names such as 'hair' or 'upper lip,lower lip'."
+        )
+    return tuple(out)
+
+
+# --- the update rules ---
+
+
+def sub_grid(grid: torch.Tensor, start: float) -> torch.Tensor:
+    """The times of `grid` (1 → 0) below `start`, led by `start` itself."""
+    below = grid[grid < start - 1e-6]
+    return torch.cat([grid.new_tensor([start]), below])
+
+
+def blended_sample(velocity, z0, noise, grid, weights, sampler="euler", x=None):
+    """FluxInpaint's rule: sample from x (default the noised source at grid[0]); after each step the known
+    tokens (weights 0) are put back on the source's flow path (1 − t')·z0 + t'·ε, exactly z0 at t' = 0."""
+    start = grid[0]
+    x = (1 - start) * z0 + start * noise if x is None else x
+
+    def known(i: int, t: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor:
+        t_next = grid[i + 1]
+        return weights * x_next + (1 - weights) * ((1 - t_next) * z0 + t_next * noise)
+
+    return sample_ode(velocity, x, grid, sampler, on_step_end=known)
+
+
+def flow_edit(target_velocity, source_velocity, z0, grid, weights, generator) -> torch.Tensor:
+    """Masked FlowEdit (Kulikov et al., arXiv 2412.08629, n_avg = 1): no inversion; fresh noise each step."""
+    z_edit = z0.clone()
+    for i in range(len(grid) - 1):
+        t, t_next = grid[i], grid[i + 1]
+        noise = torch.randn(z0.shape, generator=generator, device=generator.device).to(z0)
+        z_source = (1 - t) * z0 + t * noise
+        z_target = z_edit + z_source - z0
+        times = t.expand(z0.shape[0])
+        z_edit = z_edit + (t_next - t) * (target_velocity(z_target, times) - source_velocity(z_source, times))
+        z_edit = z0 + weights * (z_edit - z0)
+    return z_edit
+
+
+def invert(velocity, z0, grid) -> torch.Tensor:
+    """Euler inversion: integrate the source condition's velocity from t = 0 back up to grid[0]."""
+    return sample_ode(velocity, z0, grid.flip(0))
+
+
+# --- the edit ---
+
+
+def edit(
+    pipe,
+    image,
+    operation: str | None = None,
+    mask: MaskSource | None = None,
+    source_mask: MaskSource | None = None,
+    prompt: str | None = None,
+    source_prompt: str | None = None,
+    region=None,
+    method: str | None = None,
+    strength: float | None = None,
+    seed: int = 0,
+    num_images: int = 1,
+    num_inference_steps: int | None = None,
+    text_guidance: float | None = None,
+    mask_guidance: float | None = None,
+    parser=None,
+    classifier=None,
+    blend: bool = True,
+    autocast: bool | None = None,
+) -> EditResult:
+    """Edit a face; see the module's docstring for the operations. `FaceMoGLEPipeline.edit` calls this.
+
+    source_mask: the image's label map; None parses the image (`parser`, default the shipped SynthFace
+    parser at the compact scale). source_prompt: the source's caption; None at the compact scale is the
+    caption of the shipped attribute classifier's reading of the image (`classifier`), so an attribute
+    edit is that caption with the stated attribute changed; at full scale "".
+    """
+    # 1. Check inputs
+    operation = infer_operation(operation, mask, prompt)
+    method, strength = check_method(operation, method, strength)
+    if prompt is not None:
+        pipe._check_inputs(prompt, None, 1, num_images, True, "pil")
+    size = pipe.model.resolution
+    image_size = _image_size(image) if not isinstance(image, torch.Tensor) else None
+    z_pixels = image if isinstance(image, torch.Tensor) else load_image(image, size)  # [1, 3, R, R]
+    sampling = pipe.config.sampling.override(
+        steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance
+    )
+    # 2. The source's mask and caption; the target condition and the region
+    source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
+    target_labels, classes = source_labels, ()
+    if operation == "mask":
+        target_labels = _mask_at(mask, image_size or (size, size), size, "new mask")
+        changed = changed_region(source_labels, target_labels)
+        if not changed.any():
+            raise EditError("The new mask is identical to the source's mask: there is nothing to edit.")
+    elif operation == "attribute":
+        classes = _attribute_region(prompt, region)
+        changed = class_region(source_labels, classes)
+        if not changed.any():
+            raise EditError(
+                f"The source mask has none of the classes {', '.join(classes)}; name the region to repaint "
+                "with region= (--region), e.g. 'hair' or 'skin'."
+            )
+    else:
+        changed = np.ones_like(source_labels, dtype=bool)
+    source_prompt, target_prompt = _prompts(pipe, operation, z_pixels, prompt, source_prompt, classifier)
+    patch = pipe.model.patch_size
+    pixel_region = (
+        token_region(changed, patch) if blend and operation != "regenerate" else torch.ones(size, size)
+    )
+    paste = feathered(pixel_region) if blend and operation != "regenerate" else pixel_region
+    # 3. Tokens, noise, time grid
+    device = pipe.device
+    rows, cols = pipe.model.grid(size, size)
+    z0 = pipe.model.encode_images(z_pixels.to(device)).float().repeat(num_images, 1, 1)  # [B, N, C]
+    weights = token_weights(pixel_region, patch).to(device)  # [1, N, 1]
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    grid = sub_grid(time_grid(sampling.steps, time_shift(rows * cols)), strength).to(device)
+    # 4. Edit
+    with pipe.precision(autocast):
+        target = pipe.velocity(
+            target_prompt,
+            target_labels,
+            sampling.text_guidance,
+            sampling.mask_guidance,
+            num_images,
+            (rows, cols),
+        )
+        if method == "flowedit":
+            source = pipe.velocity(
+                source_prompt,
+                source_labels,
+                SOURCE_TEXT_GUIDANCE,
+                sampling.mask_guidance,
+                num_images,
+                (rows, cols),
+            )
+            tokens = flow_edit(target, source, z0, grid, weights, generator)
+        else:
+            start = None
+            if method == "inversion":
+                source = pipe.velocity(source_prompt, source_labels, 1.0, 1.0, num_images, (rows, cols))
+                start = invert(source, z0, grid)
+            tokens = blended_sample(target, z0, noise, grid, weights, sampling.sampler, x=start)
+    # 5. Decode; paste the source back outside the region
+    decoded = pipe.model.decode(tokens.float(), size, size).cpu()
+    pasted = paste * decoded + (1 - paste) * z_pixels
+    return EditResult(
+        tensor_to_images(pasted), paste.numpy(), source_labels, target_labels, operation, method, strength,
+        target_prompt, source_prompt,
+        {"steps": sampling.steps, "text_guidance": sampling.text_guidance, "mask_guidance": sampling.mask_guidance,
+         "seed": seed, "blend": blend, "region_classes": list(classes)},
+    )  # fmt: skip
+
+
+def _source_labels(pipe, pixels, source_mask, image_size, size, parser) -> np.ndarray:
+    if source_mask is not None:
+        return _mask_at(source_mask, image_size or (size, size), size, "source mask")
+    if parser is None:
+        if not pipe.is_compact:
+            raise EditError(
+                "A full-scale edit needs the photo's mask: pass source_mask (--source-mask) or a face parser "
+                "for real photos (--parser FOLDER_OR_FILE: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth)."
+            )
+        parser = load_parser()
+
+    return parse_images(parser, pixels, size)[0]
+
+
+def _attribute_region(prompt: str | None, region) -> tuple[str, ...]:
+    if not (prompt and prompt.strip()):
+        raise EditError("An attribute edit needs a prompt naming the change, e.g. 'make the hair blond'.")
+    if asks_removal(prompt):
+        raise EditError(
+            f"{prompt!r} asks to remove something: removals are mask edits. Parse the face (`facemogle parse`), "
+            "paint the class over with its neighbours, and pass that mask (--mask)."
+        )
+    if region is not None:
+        return check_region_names(region)
+    classes = attribute_classes(prompt)
+    if not classes:
+        raise EditError(
+            f"{prompt!r} names nothing the keyword table knows (hair, eyeglasses, hat, lipstick, smile, …; "
+            "see facemogle.edit.ATTRIBUTE_REGIONS); name the region with region= (--region), e.g. 'hair'."
+        )
+    return classes
+
+
+def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier) -> tuple[str, str]:
+    """(source prompt, target prompt). At the compact scale an attribute edit without a source prompt
+    describes the classifier's reading of the face, and the target is that with the prompt's change."""
+    prompt = prompt or ""
+    if operation != "attribute" or source_prompt is not None or not pipe.is_compact:
+        return source_prompt or "", prompt
+    from .data.synthface import describe
+    from .evaluators import load_evaluator
+
+    classifier = classifier or load_evaluator("classifier")
+    resolution = classifier.config.resolution
+    reading = classifier.predict(F.interpolate(pixels, size=resolution, mode="bilinear", antialias=True))[0]
+    return describe(reading), describe(changed_attributes(reading, prompt))
