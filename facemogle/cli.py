@@ -185,6 +185,130 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=cmd_generate)
 
 
+def cmd_edit(args: argparse.Namespace) -> None:
+    from .edit import load_image
+    from .images import tensor_to_images
+    from .labels import colorize, save_mask
+    from .parsing import load_parser
+
+    out = Path(args.out)
+    _check_image_suffix(out)
+    grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
+    mask_paths = [out.with_name(f"{out.stem}_{name}.png") for name in ("source_mask", "target_mask")]
+    outputs = [out] + [grid_path] * args.grid + mask_paths * args.save_masks
+    _check_outputs(outputs, args.overwrite, inputs=[args.image, args.mask, args.source_mask, args.parser])
+    pipe = _load_pipeline(args, args.device)
+    parser = load_parser(args.parser) if args.parser else None
+    result = pipe.edit(
+        args.image, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
+        source_prompt=args.source_prompt, region=args.region, method=args.method, strength=args.strength,
+        seed=args.seed, num_inference_steps=args.steps, text_guidance=args.text_guidance,
+        mask_guidance=args.mask_guidance, parser=parser,
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.images[0].save(out)
+    print(f"{out} ({result.operation} edit, {result.method}, strength {result.strength:g})")
+    if result.prompt or result.source_prompt:
+        print(f"  prompt: {result.source_prompt!r} → {result.prompt!r}")
+    if args.grid:
+        size = result.images[0].size
+        region = Image.fromarray((result.region * 255).round().astype("uint8")).convert("RGB")
+        panels = [tensor_to_images(load_image(args.image, size[0]))[0], colorize(result.source_labels),
+                  colorize(result.target_labels), region, result.images[0]]  # fmt: skip
+        image_grid([[p.resize(size, Image.NEAREST) for p in panels]]).save(grid_path)
+        print(f"{grid_path} (source | source mask | target mask | region | edit)")
+    if args.save_masks:
+        for path, labels in zip(mask_paths, (result.source_labels, result.target_labels)):
+            save_mask(labels, path)
+            print(path)
+
+
+def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
+    from .edit import ATTRIBUTE_REGIONS, DEFAULT_METHOD, DEFAULT_STRENGTH, REGENERATE_STRENGTH
+
+    ed = subparsers.add_parser(
+        "edit", help="edit a face: change its mask, one attribute, or regenerate it keeping the layout",
+        description="Edit an existing face without retraining. --op mask (inferred from --mask): regenerate only "
+        "where the new mask differs from the source's (blended sampling, strength 1). --op attribute: change what "
+        "the prompt names in the classes it names (e.g. 'make the hair blond'; masked FlowEdit, strength "
+        f"{DEFAULT_STRENGTH['flowedit']}; --method inversion or sdedit). --op regenerate: a new face on the "
+        f"source's layout (strength {REGENERATE_STRENGTH}; 1 = a new person). Outside the edited region the "
+        "source is pasted back. The source mask is --source-mask, else the image parsed (--parser; at the "
+        "compact scale the shipped SynthFace parser).",
+    )  # fmt: skip
+    ed.add_argument("--image", required=True, help="the face to edit (PNG, JPEG or WEBP, square)")
+    ed.add_argument("--out", required=True, help="the edited image (.png, .jpg, .webp)")
+    ed.add_argument("--op", choices=list(DEFAULT_METHOD), help="mask, attribute or regenerate")
+    ed.add_argument("--mask", help="mask edit: the new mask (label PNG or palette-coloured)")
+    ed.add_argument("--source-mask", help="the image's mask (default: the image parsed)")
+    ed.add_argument("--prompt", help="attribute edit: what to change; regenerate/mask: the text condition")
+    ed.add_argument(
+        "--source-prompt", help="the source's caption (default: read from the image at compact scale)"
+    )
+    ed.add_argument(
+        "--region", help="attribute edit: the classes to repaint, comma-separated (default from the prompt: "
+        + "; ".join(f"{'/'.join(k[:2])} → {', '.join(v)}" for k, v in list(ATTRIBUTE_REGIONS.items())[:4]) + "; …)",
+    )  # fmt: skip
+    ed.add_argument(
+        "--method", choices=["blend", "flowedit", "inversion", "sdedit"], help="default: the operation's"
+    )
+    ed.add_argument("--strength", type=float, help="the start time t_s in (0, 1] (default: the method's)")
+    ed.add_argument("--seed", type=int, default=0)
+    _add_sampling_options(ed)
+    ed.add_argument(
+        "--parser", help="face parser: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth"
+    )
+    ed.add_argument("--grid", action="store_true", help="also save source | masks | region | edit")
+    ed.add_argument("--save-masks", action="store_true", help="also save the source and target masks")
+    ed.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    ed.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
+    ed.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
+    _add_loading_options(ed)
+    ed.set_defaults(func=cmd_edit)
+
+
+def cmd_parse(args: argparse.Namespace) -> None:
+    from .edit import load_image
+    from .labels import save_mask
+    from .parsing import load_parser, parse_images
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"{out}: masks are saved as label-index PNGs (.png).")
+    _check_outputs([out], args.overwrite, inputs=[args.photo, args.parser])
+    parser = load_parser(args.parser)
+    size = args.size or (
+        getattr(getattr(parser, "config", None), "resolution", None) or _photo_side(args.photo)
+    )
+    labels = parse_images(parser, load_image(args.photo, size), size)[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_mask(labels, out)
+    print(f"{out} ({size}×{size} label map)")
+
+
+def _photo_side(path) -> int:
+    from .edit import image_dimensions
+
+    return image_dimensions(path)[0]
+
+
+def add_parse_parser(subparsers: argparse._SubParsersAction) -> None:
+    pa = subparsers.add_parser(
+        "parse", help="face photo → 19-class mask (label PNG)",
+        description="Parse a square face photo into a CelebAMask-HQ label map. Default parser: the shipped "
+        "SynthFace parser (for compact-scale faces); for real photos pass --parser with a CelebAMask-HQ "
+        "SegFormer folder (transformers) or BiSeNet's 79999_iter.pth.",
+    )  # fmt: skip
+    pa.add_argument("photo", help="the face photo (PNG, JPEG or WEBP, square)")
+    pa.add_argument("--out", required=True, help="the mask (.png, label indices with the palette)")
+    pa.add_argument(
+        "--parser", help="SegFormer folder or BiSeNet .pth (default: the shipped SynthFace parser)"
+    )
+    pa.add_argument("--size", type=int, help="mask side (default: the shipped parser's, else the photo's)")
+    pa.add_argument("--overwrite", action="store_true", help="replace an existing mask")
+    pa.set_defaults(func=cmd_parse)
+
+
 def cmd_init_model(args: argparse.Namespace) -> None:
     from .pipeline import FaceMoGLEPipeline
 
@@ -535,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_parser(subparsers)
     add_labels_parser(subparsers)
     add_generate_parser(subparsers)
+    add_edit_parser(subparsers)
+    add_parse_parser(subparsers)
     add_data_parser(subparsers)
     add_train_parser(subparsers)
     add_train_evaluators_parser(subparsers)

@@ -204,7 +204,7 @@ def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str
     return resize_labels(labels, size)
 
 
-def _image_size(image) -> tuple[int, int]:
+def image_dimensions(image) -> tuple[int, int]:
     if isinstance(image, np.ndarray):
         return image.shape[1], image.shape[0]
     if isinstance(image, Image.Image):
@@ -340,7 +340,7 @@ def edit(
     if prompt is not None:
         pipe._check_inputs(prompt, None, 1, num_images, True, "pil")
     size = pipe.model.resolution
-    image_size = _image_size(image) if not isinstance(image, torch.Tensor) else None
+    image_size = image_dimensions(image) if not isinstance(image, torch.Tensor) else None
     z_pixels = image if isinstance(image, torch.Tensor) else load_image(image, size)  # [1, 3, R, R]
     sampling = pipe.config.sampling.override(
         steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance
