@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -165,7 +166,21 @@ def _sample_geometry(rng: np.random.Generator, attrs: FaceAttributes) -> _Geomet
 
 def render_face(attrs: FaceAttributes, rng: np.random.Generator, size: int) -> tuple[Image.Image, np.ndarray]:
     """Render one face at size×size: (RGB image, label map [size, size] uint8)."""
+    return render_parts(attrs, lambda part: rng, size)
+
+
+PARTS = ("geometry", "background", "long_hair", "neck", "ears", "face", "brows", "mouth", "hair_cap", "glasses",
+         "hat", "noise")  # fmt: skip
+
+
+def render_parts(
+    attrs: FaceAttributes, stream: Callable[[str], np.random.Generator], size: int
+) -> tuple[Image.Image, np.ndarray]:
+    """Render a face drawing each part's randomness from stream(part) (a name of PARTS). One generator for
+    all parts is `render_face`; one generator per part makes faces that differ in one attribute identical
+    everywhere else (the editing pairs, data/pairs.py)."""
     s = size * SUPERSAMPLE
+    rng = stream("geometry")
     g = _sample_geometry(rng, attrs)
     roll, scale = rng.uniform(-0.12, 0.12), rng.uniform(1.0, 1.15)
     cx, cy = rng.uniform(-0.05, 0.05), rng.uniform(-0.08, 0.0)
@@ -176,25 +191,25 @@ def render_face(attrs: FaceAttributes, rng: np.random.Generator, size: int) -> t
     canvas = _Canvas(s, u.astype(np.float32), v.astype(np.float32))
     skin = np.asarray(PALE_SKIN if attrs.pale_skin else SKIN_TONES[rng.integers(len(SKIN_TONES))], np.float32)
     skin = skin * rng.uniform(0.95, 1.05)
-    _background(canvas, rng, axis)
+    _background(canvas, stream("background"), axis)
     if attrs.hair_length == "long":
-        _long_hair(canvas, rng, attrs, g)
-    _neck_and_cloth(canvas, rng, attrs, g, skin)
+        _long_hair(canvas, stream("long_hair"), attrs, g)
+    _neck_and_cloth(canvas, stream("neck"), attrs, g, skin)
     if attrs.ears_visible:
-        _ears(canvas, g, skin, attrs.earrings, rng)
-    _face(canvas, g, skin, rng)
-    _brows(canvas, rng, attrs, g)
+        _ears(canvas, g, skin, attrs.earrings, stream("ears"))
+    _face(canvas, g, skin, stream("face"))
+    _brows(canvas, stream("brows"), attrs, g)
     _eyes(canvas, attrs, g)
     _nose(canvas, attrs, g, skin)
-    _mouth(canvas, rng, attrs, g, skin)
+    _mouth(canvas, stream("mouth"), attrs, g, skin)
     if attrs.hair_length != "bald":
-        _hair_cap(canvas, rng, attrs, g)
+        _hair_cap(canvas, stream("hair_cap"), attrs, g)
     if attrs.eyeglasses:
-        _glasses(canvas, rng, g)
+        _glasses(canvas, stream("glasses"), g)
     if attrs.hat:
-        _hat(canvas, rng, g)
+        _hat(canvas, stream("hat"), g)
     rgb = canvas.rgb.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean((1, 3))
-    rgb = rgb + rng.normal(0, 2.0, rgb.shape).astype(np.float32)
+    rgb = rgb + stream("noise").normal(0, 2.0, rgb.shape).astype(np.float32)
     labels = canvas.labels[SUPERSAMPLE // 2 :: SUPERSAMPLE, SUPERSAMPLE // 2 :: SUPERSAMPLE]
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)), np.ascontiguousarray(labels)
 
