@@ -505,6 +505,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .metrics.report import PaperModels, evaluate
     from .pipeline import model_fingerprint
 
+    if args.task == "edit":
+        return _eval_edits(args)
+    if args.data is None:
+        raise UsageError("--data is required: the dataset folder whose test split is generated and scored")
     if args.model and args.images:
         raise UsageError("pass --model (generate, then score) or --images (score existing images), not both")
     _check_not_inputs([args.out], [args.data, args.images, args.model, args.evaluators])
@@ -527,6 +531,25 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
 
 
+def _eval_edits(args: argparse.Namespace) -> None:
+    """eval --task edit: SynthFace pairs edited by every method and scored against the true edited face."""
+    from .evaluators import load_evaluators
+    from .metrics.editing import evaluate_edits
+    from .pipeline import model_fingerprint
+
+    if args.images:
+        raise UsageError("--images scores generated faces (--task generate); --task edit makes its own edits")
+    _check_not_inputs([args.out], [args.model, args.evaluators])
+    parser, classifier = load_evaluators(args.evaluators)
+    pipe = _load_pipeline(args, args.device or "cpu")
+    if not pipe.is_compact:
+        raise UsageError("--task edit scores edits with the SynthFace evaluators: it needs a compact model")
+    evaluate_edits(pipe, args.out, parser, classifier, n_per_type=args.n_per_type, steps=args.steps,
+                   seed=args.seed, fingerprint=model_fingerprint(args.model), model=args.model)  # fmt: skip
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.json'}; grid: {Path(args.out) / 'grid.png'}")
+
+
 def _process_state():
     """accelerate's view of this process (rank, count, device: the GPU when there is one), or None
     without accelerate (one process)."""
@@ -541,7 +564,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     ev = subparsers.add_parser(
         "eval", help="generate for held-out items and score them (report.json, report.md, grid.png)"
     )
-    ev.add_argument("--data", required=True, help="dataset folder in the MM-CelebA-HQ layout")
+    ev.add_argument(
+        "--task", choices=["generate", "edit"], default="generate",
+        help="generate: faces for held-out items (default); edit: SynthFace editing pairs (data/pairs.py)",
+    )  # fmt: skip
+    ev.add_argument("--data", help="dataset folder in the MM-CelebA-HQ layout (--task generate)")
+    ev.add_argument("--n-per-type", type=int, default=100, help="--task edit: pairs per edit type")
     ev.add_argument("--model", help="model folder (default: the shipped model)")
     ev.add_argument("--images", help="score these images ({stem}.png) instead of generating")
     ev.add_argument("--out", default="eval")

@@ -15,10 +15,10 @@ Operations (each with its default method and strength = the start time t_s):
   z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
   the source condition without guidance, then blended sampling) and "sdedit" (blended sampling from the
   noised source, strength 0.7).
-- "regenerate": mask-conditioned sampling on the source mask from the noised source, no region
-  (strength 1: a new person with the same layout; 0.5–0.8 keep colours and lighting). Default 0.75.
-
-blend=False regenerates everywhere (m = 1): the unblended baselines of `eval --task edit`.
+- "regenerate": mask-conditioned sampling on the source mask (or `mask`) from the noised source, no
+  region (strength 1: a new person with the same layout; 0.5–0.8 keep colours and lighting). Default
+  0.75. With "inversion" it starts from the source inverted instead. These are the unblended baselines
+  of `eval --task edit`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ from .labels import CLASSES, IMAGE_FORMATS, MaskSource, load_mask, resize_labels
 from .parsing import load_parser, parse_images
 
 OPERATIONS = ("mask", "attribute", "regenerate")
-METHODS = {"mask": ("blend",), "attribute": ("flowedit", "inversion", "sdedit"), "regenerate": ("sdedit",)}
+METHODS = {
+    "mask": ("blend", "inversion"),
+    "attribute": ("flowedit", "inversion", "sdedit"),
+    "regenerate": ("sdedit", "inversion"),
+}
 DEFAULT_METHOD = {"mask": "blend", "attribute": "flowedit", "regenerate": "sdedit"}
 DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit": 0.7}
 REGENERATE_STRENGTH = 0.75
@@ -66,6 +70,7 @@ ATTRIBUTE_REGIONS = {
     ("nose",): ("nose",),
     ("skin", "pale", "tan", "complexion"): ("skin", "nose", "neck", "left ear", "right ear"),
     ("hair", "haired", "bald", "hairline"): ("hair",),
+    ("long", "longer"): ("hair", "background", "neck", "cloth"),  # long hair grows over them
     ("shirt", "cloth", "clothes", "top", "dress"): ("cloth",),
 }
 HAIR_WORDS = ("blond", "blonde", "black", "brown", "gray", "grey", "red", "wavy", "straight", "curly",
@@ -324,7 +329,6 @@ def edit(
     mask_guidance: float | None = None,
     parser=None,
     classifier=None,
-    blend: bool = True,
     autocast: bool | None = None,
 ) -> EditResult:
     """Edit a face; see the module's docstring for the operations. `FaceMoGLEPipeline.edit` calls this.
@@ -362,13 +366,13 @@ def edit(
                 "with region= (--region), e.g. 'hair' or 'skin'."
             )
     else:
+        if mask is not None:
+            target_labels = _mask_at(mask, image_size or (size, size), size, "mask")
         changed = np.ones_like(source_labels, dtype=bool)
     source_prompt, target_prompt = _prompts(pipe, operation, z_pixels, prompt, source_prompt, classifier)
     patch = pipe.model.patch_size
-    pixel_region = (
-        token_region(changed, patch) if blend and operation != "regenerate" else torch.ones(size, size)
-    )
-    paste = feathered(pixel_region) if blend and operation != "regenerate" else pixel_region
+    pixel_region = token_region(changed, patch)
+    paste = feathered(pixel_region) if operation != "regenerate" else pixel_region
     # 3. Tokens, noise, time grid
     device = pipe.device
     rows, cols = pipe.model.grid(size, size)
@@ -410,7 +414,7 @@ def edit(
         tensor_to_images(pasted), paste.numpy(), source_labels, target_labels, operation, method, strength,
         target_prompt, source_prompt,
         {"steps": sampling.steps, "text_guidance": sampling.text_guidance, "mask_guidance": sampling.mask_guidance,
-         "seed": seed, "blend": blend, "region_classes": list(classes)},
+         "seed": seed, "region_classes": list(classes)},
     )  # fmt: skip
 
 

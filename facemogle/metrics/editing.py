@@ -1,0 +1,353 @@
+"""`facemogle eval --task edit`: edits of SynthFace pairs scored against the true edited face.
+
+For each edit type (data/pairs.py) and pair index, face A is edited toward its counterfactual B by
+each of METHODS, then scored:
+- preservation outside the change: PSNR and SSIM on O, the complement of R* = (L_A ≠ L_B) ∪ {|x_A − x_B| > 8}
+  grown by the paste-back's feather (paste-back keeps O exactly, so PSNR is ∞ there);
+- the mask inside: the parser's IoU of the edited classes (those R* covers, in L_A or L_B) against L_B,
+  within R* grown by the edit's growth — beside mask → face generation from L_B scored the same way;
+- the stated change: the classifier's reading of the edited attribute equals B's (additions and changes)
+  — beside text → face generation from B's caption;
+- identity proxy: agreement of the classifier on every other attribute, edit vs A;
+- seams: mean gradient magnitude in a 2-px band around the edited region's edge over the mean in the
+  bands just inside and just outside (2–4 px); ≈ 1 without a seam;
+- realism: Fréchet distance of the classifier's features, edits vs the true B faces.
+Every mean has a 95% bootstrap interval over pairs; N is stated per row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
+from ..edit import FEATHER, GROW, token_region
+from ..images import image_grid, images_to_tensor
+from ..io import atomic_write, read_json, write_json
+from ..labels import NUM_CLASSES
+from .bootstrap import bootstrap_interval
+from .fid import frechet_distance
+
+PAIR_SEED = 0
+DIFFERENT = 8  # |x_A − x_B| above this (any channel, 0..255) counts as changed
+# How each pair is edited: `edit` options (None: the method does not apply to removals). "nothing" is A.
+METHODS = {
+    "nothing": None,
+    "mask edit": dict(operation="mask", method="blend"),
+    "attribute edit": dict(operation="attribute", method="flowedit"),
+    "sdedit (unblended)": dict(operation="regenerate", method="sdedit", strength=0.7),
+    "inversion (unblended)": dict(operation="regenerate", method="inversion", strength=0.85),
+}
+REFERENCES = ("mask → face", "text → face")
+# Classifier heads that move with the edited attribute (not counted in the agreement on the others).
+COUPLED = {"smiling": ("smiling", "mouth"), "hair_length": ("hair_length", "hair_style", "bangs"),
+           "hat": ("hat", "hair_length", "hair_color", "hair_style", "bangs", "receding_hairline"),
+           "bangs": ("bangs", "receding_hairline")}  # fmt: skip
+
+
+def pairs_for(n_per_type: int, size: int, types=EDIT_TYPES) -> list[FacePair]:
+    return [make_pair(i, t, PAIR_SEED, size) for t in types for i in range(n_per_type)]
+
+
+def edit_pair(pipe, pair: FacePair, name: str, seed: int, steps: int | None) -> Image.Image | None:
+    """Pair A edited by METHODS[name] (None where the method does not apply), or a reference generation."""
+    if name == "nothing":
+        return pair.source
+    if name == "mask → face":
+        return pipe(mask=pair.target_labels, seed=seed, num_inference_steps=steps)[0]
+    if name == "text → face":
+        return pipe(prompt=pair_caption(pair), seed=seed, num_inference_steps=steps)[0]
+    if not applies(name, pair):
+        return None
+    options = dict(METHODS[name], source_mask=pair.source_labels, seed=seed, num_inference_steps=steps)
+    if options["operation"] == "attribute":
+        return pipe.edit(pair.source, prompt=pair.instruction, **options).images[0]
+    if options["operation"] == "mask":
+        return pipe.edit(pair.source, mask=pair.target_labels, **options).images[0]
+    # the unblended baselines: the whole face regenerated under B's mask and caption
+    return pipe.edit(pair.source, mask=pair.target_labels, prompt=pair_caption(pair), **options).images[0]
+
+
+def applies(name: str, pair: FacePair) -> bool:
+    """Attribute edits make additions and changes (a removal is a mask edit); a mask edit needs a mask change."""
+    if name == "attribute edit":
+        return pair.instruction is not None
+    if name == "mask edit":
+        return bool((pair.source_labels != pair.target_labels).any())
+    return True
+
+
+def generate_edits(pipe, pairs: list[FacePair], out: Path, settings: dict, steps: int | None) -> None:
+    """Every method's and reference's image of every pair, as {out}/{name}/{type}_{index}.png (kept when
+    already on disk with the same settings; each written atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "generation.json"
+    if record.exists() and read_json(record) != settings:
+        raise ValueError(
+            f"{out} holds edits made with other settings ({record.read_text().strip()}); pass another --out."
+        )
+    write_json(record, settings, indent=None)
+    names = [n for n in (*METHODS, *REFERENCES) if n != "nothing"]
+    jobs = [(name, k) for name in names for k in range(len(pairs))]
+    for name, k in tqdm(jobs, desc="editing", unit="image"):
+        path = out / _folder(name) / f"{_stem(pairs, k)}.png"
+        if path.exists() or not applies(name, pairs[k]):
+            continue
+        image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
+
+
+def _folder(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def _stem(pairs: list[FacePair], k: int) -> str:
+    per_type = sum(p.edit_type == pairs[k].edit_type for p in pairs[:k])
+    return f"{pairs[k].edit_type}_{per_type}"
+
+
+def read_edits(pairs: list[FacePair], out: Path, name: str) -> list[Image.Image | None]:
+    if name == "nothing":
+        return [p.source for p in pairs]
+    paths = [out / _folder(name) / f"{_stem(pairs, k)}.png" for k in range(len(pairs))]
+    return [Image.open(p).convert("RGB") if p.exists() else None for p in paths]
+
+
+# --- per-pair measurements ---
+
+
+def change_region(pair: FacePair) -> np.ndarray:
+    """R*: where B differs from A, in labels or by more than DIFFERENT in a channel [H, W] bool."""
+    a, b = np.asarray(pair.source, np.int16), np.asarray(pair.target, np.int16)
+    return (pair.source_labels != pair.target_labels) | (np.abs(a - b).max(-1) > DIFFERENT)
+
+
+def _dilate(region: np.ndarray, pixels: int) -> np.ndarray:
+    x = torch.from_numpy(region.astype(np.float32))[None, None]
+    return F.max_pool2d(x, 2 * pixels + 1, 1, pixels)[0, 0].numpy() > 0
+
+
+def _erode(region: np.ndarray, pixels: int) -> np.ndarray:
+    return ~_dilate(~region, pixels)
+
+
+def outside(pair: FacePair) -> np.ndarray:
+    """O: the complement of R* grown by the feather width."""
+    side = pair.source_labels.shape[0]
+    return ~_dilate(change_region(pair), max(1, round(FEATHER * side)) + 1)
+
+
+def squared_error(edit: np.ndarray, truth: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """[2]: the sum of squared errors (0..255 scale) over `where`'s pixels and channels, and their count."""
+    diff = (edit.astype(np.float64) - truth.astype(np.float64))[where]
+    return np.array([(diff**2).sum(), diff.size], float)
+
+
+def psnr(total: np.ndarray) -> float:
+    """PSNR (dB) from summed [sse, count]; ∞ for an exact match."""
+    mse = total[0] / max(total[1], 1)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray, window: int = 7) -> np.ndarray:
+    """Per-pixel SSIM (uniform window, grey levels 0..255, constants of Wang et al. 2004) [H, W]."""
+    x = torch.from_numpy(np.asarray(a, np.float64).mean(-1))[None, None]
+    y = torch.from_numpy(np.asarray(b, np.float64).mean(-1))[None, None]
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, window, 1, window // 2, count_include_pad=False)
+
+    mx, my = mean(x), mean(y)
+    vx, vy, cov = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    value = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return value[0, 0].numpy()
+
+
+def class_overlap(predicted: np.ndarray, pair: FacePair) -> np.ndarray:
+    """[2, 19]: per class, intersection and union of the parser's map and L_B within R* grown, for the
+    classes R* covers in L_A or L_B (zeros for the others)."""
+    changed = pair.source_labels != pair.target_labels
+    within = _dilate(changed, max(1, round(GROW * changed.shape[0])))
+    classes = np.unique(np.concatenate([pair.source_labels[changed], pair.target_labels[changed]]))
+    counts = np.zeros((2, NUM_CLASSES))
+    for c in classes:
+        p, t = (predicted == c) & within, (pair.target_labels == c) & within
+        counts[:, c] = (p & t).sum(), (p | t).sum()
+    return counts
+
+
+def mean_iou(total: np.ndarray) -> float:
+    present = total[1] > 0
+    return float((total[0][present] / total[1][present]).mean()) if present.any() else float("nan")
+
+
+def seam_score(image: np.ndarray, region: np.ndarray) -> float:
+    """Mean |∇| in a 2-px band around the region's edge over the mean in the 2-px bands just inside and
+    just outside it; nan when the region has no edge."""
+    grey = np.asarray(image, np.float64).mean(-1)
+    gy, gx = np.gradient(grey)
+    magnitude = np.hypot(gx, gy)
+    band = _dilate(region, 1) & ~_erode(region, 1)
+    inner = _erode(region, 1) & ~_erode(region, 3)
+    outer = _dilate(region, 3) & ~_dilate(region, 1)
+    if not (band.any() and inner.any() and outer.any()):
+        return float("nan")
+    return float(magnitude[band].mean() / ((magnitude[inner].mean() + magnitude[outer].mean()) / 2 + 1e-6))
+
+
+def edited_region(pair: FacePair, patch: int) -> np.ndarray:
+    """The mask edit's region (R*'s label change grown and rounded to tokens), where seams are looked for."""
+    return token_region(change_region(pair), patch).numpy() > 0.5
+
+
+def score_method(images, pairs, parser, classifier, patch: int, realism: bool = False) -> dict:
+    """Every measurement of one method's (or reference's) images over the pairs it applies to."""
+    kept = [(im, p) for im, p in zip(images, pairs) if im is not None]
+    if not kept:
+        return {"n": 0}
+    edits, used = [np.asarray(im) for im, _ in kept], [p for _, p in kept]
+    batch = images_to_tensor([im for im, _ in kept], parser.config.resolution)
+    parsed = torch.cat([parser.parse(chunk) for chunk in batch.split(64)]).numpy()
+    readings = [r for chunk in batch.split(64) for r in classifier.predict(chunk)]
+    sources = classifier.predict(images_to_tensor([p.source for p in used], classifier.config.resolution))
+    per = {
+        "outside": np.stack(
+            [squared_error(e, np.asarray(p.source), outside(p)) for e, p in zip(edits, used)]
+        ),
+        "ssim": np.array([[ssim_map(e, p.source)[outside(p)].mean(), 1] for e, p in zip(edits, used)]),
+        "overlap": np.stack([class_overlap(m, p) for m, p in zip(parsed, used)]),
+        "attribute": np.array(
+            [[r.get(p.attribute) == p.value, p.instruction is not None] for r, p in zip(readings, used)],
+            float,
+        ),  # fmt: skip
+        "agreement": np.array([_agreement(r, s, p) for r, s, p in zip(readings, sources, used)]),
+        "seam": np.array([[seam_score(e, edited_region(p, patch)), 1] for e, p in zip(edits, used)]),
+    }
+    per["seam"] = per["seam"][~np.isnan(per["seam"][:, 0])]
+    result = {"n": len(used), **_summaries(per)}
+    if realism:  # pooled over edit types only: Fréchet needs many items
+        truth = images_to_tensor([p.target for p in used], classifier.config.resolution)
+        result["frechet"] = frechet_distance(_features(classifier, batch), _features(classifier, truth))
+    return result
+
+
+def _features(classifier, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat([classifier.features(chunk) for chunk in images.split(64)]).numpy()
+
+
+def _agreement(reading: dict, source: dict, pair: FacePair) -> list[float]:
+    others = [h for h in source if h not in COUPLED.get(pair.attribute, (pair.attribute,))]
+    return [sum(reading[h] == source[h] for h in others), len(others)]
+
+
+def _ratio(total: np.ndarray) -> float:
+    return float(total[0] / total[1]) if total[1] else float("nan")
+
+
+def _summaries(per: dict) -> dict:
+    statistics = {"outside": ("psnr_outside", psnr), "ssim": ("ssim_outside", _ratio),
+                  "overlap": ("class_iou", mean_iou), "attribute": ("attribute_accuracy", _ratio),
+                  "agreement": ("agreement", _ratio), "seam": ("seam", _ratio)}  # fmt: skip
+    out = {}
+    for key, (name, statistic) in statistics.items():
+        values = per[key]
+        if key == "attribute":
+            values = values[values[:, 1] > 0]
+        total = values.sum(0) if len(values) else None
+        out[name] = None if total is None else statistic(total)
+        out[f"{name}_interval"] = None if total is None else bootstrap_interval(values, statistic)
+    return out
+
+
+# --- the report ---
+
+
+def evaluate_edits(
+    pipe, out: str | os.PathLike, parser, classifier, n_per_type: int = 100, steps: int | None = None,
+    seed: int = 0, fingerprint: str | None = None, model: str | None = None, types=EDIT_TYPES,
+) -> dict:  # fmt: skip
+    """Edit n_per_type pairs of each type with every method, score, write report.json, report.md, grid.png."""
+    out = Path(out)
+    pairs = pairs_for(n_per_type, pipe.model.resolution, types)
+    sampling = pipe.config.sampling.override(steps=steps)
+    settings = {"model": model or "default", "fingerprint": fingerprint, "n_per_type": n_per_type,
+                "types": list(types), "steps": sampling.steps, "seed": seed, "pair_seed": PAIR_SEED}  # fmt: skip
+    generate_edits(pipe, pairs, out, settings, sampling.steps)
+    report = {**settings, "methods": {}, "references": {}}
+    images = {name: read_edits(pairs, out, name) for name in (*METHODS, *REFERENCES)}
+    for name, group in (*((n, "methods") for n in METHODS), *((n, "references") for n in REFERENCES)):
+        patch = pipe.model.patch_size
+        report[group][name] = {
+            "all": score_method(images[name], pairs, parser, classifier, patch, realism=True)
+        }
+        for edit_type in types:
+            chosen = [k for k, p in enumerate(pairs) if p.edit_type == edit_type]
+            chosen_images, chosen_pairs = [images[name][k] for k in chosen], [pairs[k] for k in chosen]
+            report[group][name][edit_type] = score_method(
+                chosen_images, chosen_pairs, parser, classifier, patch
+            )
+    write_json(out / "report.json", report)
+    atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(edit_markdown(report)))
+    edit_grid(pairs, images, types).save(out / "grid.png")
+    return report
+
+
+def edit_grid(pairs: list[FacePair], images: dict, types, per_type: int = 2) -> Image.Image:
+    """Rows: source | each method's edit | target B (blank where a method does not apply)."""
+    rows = []
+    for edit_type in types:
+        for k in [k for k, p in enumerate(pairs) if p.edit_type == edit_type][:per_type]:
+            blank = Image.new("RGB", pairs[k].source.size, "white")
+            rows.append([pairs[k].source] + [images[m][k] or blank for m in METHODS if m != "nothing"]
+                        + [pairs[k].target])  # fmt: skip
+    return image_grid(rows)
+
+
+COLUMNS = (("psnr_outside", "PSNR outside ↑"), ("ssim_outside", "SSIM outside ↑"),
+           ("class_iou", "IoU edited classes ↑"), ("attribute_accuracy", "attribute acc ↑"),
+           ("agreement", "agreement (other attributes) ↑"), ("seam", "seam ↓ (≈1)"))  # fmt: skip
+
+
+def edit_markdown(report: dict) -> str:
+    lines = [
+        f"# Editing evaluation: {report['model']}",
+        "",
+        f"SynthFace pairs (seed {report['pair_seed']}), {report['n_per_type']} per edit type, {report['steps']} "
+        f"steps, seed {report['seed']}. In brackets: 95% bootstrap intervals over pairs. Fréchet: classifier "
+        "features of the edits vs the true edited faces B. Attribute accuracy: additions and changes only.",
+        "",
+        "| edit type | method | N | " + " | ".join(title for _, title in COLUMNS) + " | Fréchet ↓ |",
+        "|---|---|---|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for edit_type in ("all", *report["types"]):
+        for group in ("methods", "references"):
+            for name, results in report[group].items():
+                row = results[edit_type]
+                if not row["n"]:
+                    continue
+                cells = [_cell(row, key) for key, _ in COLUMNS] + [_fmt(row.get("frechet"))]
+                lines.append(f"| {edit_type} | {name} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None or np.isnan(value):
+        return "–"
+    if np.isinf(value):
+        return "∞ (identical)"
+    low, high = row[f"{key}_interval"]
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
