@@ -2,8 +2,9 @@
 
 For each edit type (data/pairs.py) and pair index, face A is edited toward its counterfactual B by
 each of METHODS, then scored:
-- preservation outside the change: PSNR and SSIM on O, the complement of R* = (L_A ≠ L_B) ∪ {|x_A − x_B| > 8}
-  grown by the paste-back's feather (paste-back keeps O exactly, so PSNR is ∞ there);
+- preservation outside the change: PSNR and SSIM on O, the pixels a mask edit of R* = (L_A ≠ L_B) ∪
+  {|x_A − x_B| > 8} leaves to the source (outside R* grown, rounded to tokens and feathered), the same O for
+  every method (paste-back keeps it exactly: PSNR ∞);
 - the mask inside: the parser's IoU of the edited classes (those R* covers, in L_A or L_B) against L_B,
   within R* grown by the edit's growth — beside mask → face generation from L_B scored the same way;
 - the stated change: the classifier's reading of the edited attribute equals B's (additions and changes)
@@ -27,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
-from ..edit import FEATHER, GROW, token_region
+from ..edit import GROW, feathered, token_region
 from ..images import image_grid, images_to_tensor
 from ..io import atomic_write, read_json, write_json
 from ..labels import NUM_CLASSES
@@ -138,10 +139,9 @@ def _erode(region: np.ndarray, pixels: int) -> np.ndarray:
     return ~_dilate(~region, pixels)
 
 
-def outside(pair: FacePair) -> np.ndarray:
-    """O: the complement of R* grown by the feather width."""
-    side = pair.source_labels.shape[0]
-    return ~_dilate(change_region(pair), max(1, round(FEATHER * side)) + 1)
+def outside(pair: FacePair, patch: int) -> np.ndarray:
+    """O: where a mask edit of R* pastes the source back unchanged (weight 0)."""
+    return feathered(token_region(change_region(pair), patch)).numpy() == 0
 
 
 def squared_error(edit: np.ndarray, truth: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -220,9 +220,9 @@ def score_method(images, pairs, parser, classifier, patch: int, realism: bool = 
     sources = classifier.predict(images_to_tensor([p.source for p in used], classifier.config.resolution))
     per = {
         "outside": np.stack(
-            [squared_error(e, np.asarray(p.source), outside(p)) for e, p in zip(edits, used)]
+            [squared_error(e, np.asarray(p.source), outside(p, patch)) for e, p in zip(edits, used)]
         ),
-        "ssim": np.array([[ssim_map(e, p.source)[outside(p)].mean(), 1] for e, p in zip(edits, used)]),
+        "ssim": np.array([[ssim_map(e, p.source)[outside(p, patch)].mean(), 1] for e, p in zip(edits, used)]),
         "overlap": np.stack([class_overlap(m, p) for m, p in zip(parsed, used)]),
         "attribute": np.array(
             [[r.get(p.attribute) == p.value, p.instruction is not None] for r, p in zip(readings, used)],
