@@ -287,9 +287,9 @@ def cmd_parse(args: argparse.Namespace) -> None:
 
 
 def _photo_side(path) -> int:
-    from .edit import image_dimensions
+    from .edit import open_face
 
-    return image_dimensions(path)[0]
+    return open_face(path).width
 
 
 def add_parse_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ Operations (each with its default method and strength = the start time t_s):
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -47,7 +48,9 @@ DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit":
 REGENERATE_STRENGTH = 0.75
 GROW = 0.04  # the changed region grows by 4% of the side (≥ 1 pixel) before it is rounded up to tokens
 FEATHER = 0.015  # the paste-back blends over 1.5% of the side (≥ 1 pixel) each side of the region's edge
-SOURCE_TEXT_GUIDANCE = 1.5  # FlowEdit's source branch: weak guidance (its authors' default)
+SOURCE_TEXT_GUIDANCE = (
+    1.5  # FlowEdit's source branch: weak guidance (its authors' default), at most the target's
+)
 
 _IDS = {name: i for i, name in enumerate(CLASSES)}
 EYES = ("left eye", "right eye")
@@ -178,8 +181,8 @@ def changed_attributes(source: dict, prompt: str) -> dict:
 # --- inputs ---
 
 
-def load_image(image, size: int) -> torch.Tensor:
-    """A face image (path, PIL image or [H, W, 3] uint8 array) → [1, 3, size, size] in [-1, 1]; square only."""
+def open_face(image) -> Image.Image:
+    """A face image (path, PIL image or [H, W, 3] uint8 array) as RGB; square only; PNG/JPEG/WEBP files only."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     if not isinstance(image, Image.Image):
@@ -191,11 +194,13 @@ def load_image(image, size: int) -> torch.Tensor:
                 f"{image} is not a readable face image ({error}); pass a PNG, JPEG or WEBP file."
             ) from None
     if image.width != image.height:
-        raise EditError(
-            f"The image is {image.width}×{image.height}; crop it to a square face first (the model works "
-            f"on {size}×{size} faces)."
-        )
-    return images_to_tensor([image.convert("RGB")], size)
+        raise EditError(f"The image is {image.width}×{image.height}; crop it to a square face first.")
+    return image.convert("RGB")
+
+
+def load_image(image, size: int) -> torch.Tensor:
+    """A face image → [1, 3, size, size] in [-1, 1] (see `open_face`)."""
+    return images_to_tensor([open_face(image)], size)
 
 
 def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str) -> np.ndarray:
@@ -207,15 +212,6 @@ def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str
             "give a mask of the image's aspect ratio (parse the image with `facemogle parse`)."
         )
     return resize_labels(labels, size)
-
-
-def image_dimensions(image) -> tuple[int, int]:
-    if isinstance(image, np.ndarray):
-        return image.shape[1], image.shape[0]
-    if isinstance(image, Image.Image):
-        return image.size
-    with Image.open(image, formats=IMAGE_FORMATS) as opened:
-        return opened.size
 
 
 def infer_operation(operation: str | None, mask, prompt: str | None) -> str:
@@ -313,7 +309,7 @@ def invert(velocity, z0, grid) -> torch.Tensor:
 
 def edit(
     pipe,
-    image,
+    image: str | os.PathLike | Image.Image | np.ndarray,
     operation: str | None = None,
     mask: MaskSource | None = None,
     source_mask: MaskSource | None = None,
@@ -333,6 +329,8 @@ def edit(
 ) -> EditResult:
     """Edit a face; see the module's docstring for the operations. `FaceMoGLEPipeline.edit` calls this.
 
+    image: the face (square; resized to the model's resolution). mask: the new mask of a mask edit, or the
+    mask a regeneration is conditioned on (default the source's).
     source_mask: the image's label map; None parses the image (`parser`, default the shipped SynthFace
     parser at the compact scale). source_prompt: the source's caption; None at the compact scale is the
     caption of the shipped attribute classifier's reading of the image (`classifier`), so an attribute
@@ -344,8 +342,9 @@ def edit(
     if prompt is not None:
         pipe._check_inputs(prompt, None, 1, num_images, True, "pil")
     size = pipe.model.resolution
-    image_size = image_dimensions(image) if not isinstance(image, torch.Tensor) else None
-    z_pixels = image if isinstance(image, torch.Tensor) else load_image(image, size)  # [1, 3, R, R]
+    face = open_face(image)
+    image_size = face.size
+    z_pixels = images_to_tensor([face], size)  # [1, 3, R, R] in [-1, 1]
     sampling = pipe.config.sampling.override(
         steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance
     )
@@ -353,7 +352,7 @@ def edit(
     source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
     target_labels, classes = source_labels, ()
     if operation == "mask":
-        target_labels = _mask_at(mask, image_size or (size, size), size, "new mask")
+        target_labels = _mask_at(mask, image_size, size, "new mask")
         changed = changed_region(source_labels, target_labels)
         if not changed.any():
             raise EditError("The new mask is identical to the source's mask: there is nothing to edit.")
@@ -367,7 +366,7 @@ def edit(
             )
     else:
         if mask is not None:
-            target_labels = _mask_at(mask, image_size or (size, size), size, "mask")
+            target_labels = _mask_at(mask, image_size, size, "mask")
         changed = np.ones_like(source_labels, dtype=bool)
     source_prompt, target_prompt = _prompts(pipe, operation, z_pixels, prompt, source_prompt, classifier)
     patch = pipe.model.patch_size
@@ -395,7 +394,7 @@ def edit(
             source = pipe.velocity(
                 source_prompt,
                 source_labels,
-                SOURCE_TEXT_GUIDANCE,
+                min(SOURCE_TEXT_GUIDANCE, sampling.text_guidance),
                 sampling.mask_guidance,
                 num_images,
                 (rows, cols),
@@ -420,7 +419,7 @@ def edit(
 
 def _source_labels(pipe, pixels, source_mask, image_size, size, parser) -> np.ndarray:
     if source_mask is not None:
-        return _mask_at(source_mask, image_size or (size, size), size, "source mask")
+        return _mask_at(source_mask, image_size, size, "source mask")
     if parser is None:
         if not pipe.is_compact:
             raise EditError(

@@ -1,0 +1,195 @@
+"""Editing: regions, the update rules, the three operations at the shipped model's configuration, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facemogle.data.pairs import make_pair
+from facemogle.edit import (
+    EditError,
+    attribute_classes,
+    blended_sample,
+    changed_attributes,
+    feathered,
+    flow_edit,
+    invert,
+    sub_grid,
+    token_region,
+    token_weights,
+)
+from facemogle.flow import time_grid
+from facemogle.labels import CLASSES
+from facemogle.pipeline import FaceMoGLEPipeline
+
+HAIR = CLASSES.index("hair")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return FaceMoGLEPipeline.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def glasses_pair():
+    return make_pair(0, "eyeglasses")  # A without eyeglasses, B with them (64×64, the shipped size)
+
+
+def test_token_region_grows_to_whole_tokens_and_feathering_is_exactly_zero_away_from_it():
+    region = np.zeros((64, 64), bool)
+    region[30, 30] = True
+    grown = token_region(region, patch=4, grow=0.04)  # 3 px, then whole 4×4 tokens
+    assert grown[27:34, 27:34].all() and grown.sum() == 12 * 12  # tokens 6..8 in each axis
+    assert torch.equal(grown.reshape(16, 4, 16, 4).amax((1, 3)).repeat_interleave(4, 0).repeat_interleave(4, 1), grown)
+    paste = feathered(grown, feather=0.015)  # 1 px each side of the edge
+    pool = torch.nn.functional.max_pool2d
+    near = pool(grown[None, None], 3, 1, 1)[0, 0].bool()  # the region and 1 px around it
+    interior = ~pool((1 - grown)[None, None], 3, 1, 1)[0, 0].bool()  # 1 px in from its edge
+    edge = near & ~interior
+    assert (paste[~near] == 0).all() and (paste[interior] == 1).all() and (paste[edge] > 0).all()
+    assert (paste[edge] < 1).all()
+    assert token_weights(grown, 4).shape == (1, 256, 1) and token_weights(grown, 4).sum() == 9
+
+
+def test_blended_sampling_keeps_the_known_tokens_on_the_source_path_and_ends_on_the_source():
+    z0, noise = torch.randn(1, 8, 3), torch.randn(1, 8, 3)
+    weights = torch.tensor([1.0, 0, 1, 0, 0, 0, 0, 1]).view(1, 8, 1)
+    seen = []
+
+    def velocity(x, t):
+        seen.append((x.clone(), t[0].item()))
+        return torch.ones_like(x)
+
+    grid = time_grid(6)
+    out = blended_sample(velocity, z0, noise, grid, weights)
+    known = weights[0, :, 0] == 0
+    assert torch.equal(out[0, known], z0[0, known])  # exactly the source at t = 0
+    for x, t in seen[1:]:  # every later step starts from the source's flow path in the known tokens
+        torch.testing.assert_close(x[0, known], ((1 - t) * z0 + t * noise)[0, known])
+    torch.testing.assert_close(out[0, ~known], noise[0, ~known] - 1.0)  # dx/dt = 1 from t = 1 to 0
+
+
+def test_flow_edit_with_the_same_condition_changes_nothing_and_inversion_undoes_sampling():
+    z0 = torch.randn(2, 8, 3)
+    same = lambda x, t: 0.5 * x + t.view(-1, 1, 1)  # noqa: E731
+    grid = sub_grid(time_grid(10), 0.8)
+    edited = flow_edit(same, same, z0, grid, torch.ones(1, 8, 1), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(edited, z0)
+    constant = lambda x, t: torch.full_like(x, 0.3)  # noqa: E731 - Euler is exact for a constant field
+    inverted = invert(constant, z0, grid)
+    torch.testing.assert_close(inverted, z0 + 0.8 * 0.3)
+    from facemogle.flow import sample_ode
+
+    torch.testing.assert_close(sample_ode(constant, inverted, grid), z0)
+
+
+def test_mask_edit_at_the_shipped_configuration_keeps_the_source_exactly_outside_its_region(shipped, glasses_pair):
+    pair = glasses_pair
+    result = shipped.edit(pair.source, mask=pair.target_labels, source_mask=pair.source_labels, num_inference_steps=4)
+    assert result.operation == "mask" and result.method == "blend" and result.strength == 1.0
+    edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
+    assert edited.shape == (64, 64, 3)
+    outside = result.region == 0
+    assert outside.mean() > 0.7 and np.array_equal(edited[outside], source[outside])
+    assert np.abs(edited.astype(int) - source)[result.region == 1].mean() > 5  # regenerated inside
+    changed = pair.source_labels != pair.target_labels
+    assert (result.region[changed] == 1).all()  # the whole change is regenerated
+    np.testing.assert_array_equal(result.target_labels, pair.target_labels)
+
+
+def test_attribute_edit_repaints_the_named_classes_only_and_states_the_change(shipped):
+    pair = make_pair(0, "hair_color")
+    result = shipped.edit(pair.source, prompt=pair.instruction, operation="attribute", source_mask=pair.source_labels,
+                          num_inference_steps=6)  # fmt: skip
+    assert result.method == "flowedit" and result.strength == 0.85
+    hair = feathered(token_region(pair.source_labels == HAIR, 4)).numpy() > 0  # hair, grown, feathered
+    assert np.array_equal(result.region > 0, hair) and (result.region[pair.source_labels == HAIR] == 1).all()
+    edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
+    assert np.array_equal(edited[result.region == 0], source[result.region == 0])
+    color = pair.value
+    assert f"{color} hair" in result.prompt and f"{color} hair" not in result.source_prompt
+    assert result.prompt.replace(color, "X") != result.prompt and result.source_prompt != result.prompt
+
+
+@pytest.mark.parametrize("method", ["inversion", "sdedit"])
+def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
+    pair = make_pair(1, "lipstick")
+    result = shipped.edit(pair.source, prompt="add red lipstick", operation="attribute", method=method,
+                          source_mask=pair.source_labels, num_inference_steps=4)  # fmt: skip
+    assert result.method == method and set(result.settings["region_classes"]) == {"upper lip", "lower lip"}
+    outside = result.region == 0
+    assert np.array_equal(np.asarray(result.images[0])[outside], np.asarray(pair.source)[outside])
+
+
+def test_regenerate_keeps_more_of_the_source_at_lower_strength(shipped, glasses_pair):
+    pair = glasses_pair
+    distance = {}
+    for strength in (0.3, 1.0):
+        result = shipped.edit(pair.source, operation="regenerate", source_mask=pair.source_labels, strength=strength,
+                              num_inference_steps=8)  # fmt: skip
+        assert (result.region == 1).all() and result.strength == strength
+        distance[strength] = np.abs(np.asarray(result.images[0]).astype(int) - np.asarray(pair.source)).mean()
+    assert distance[0.3] < distance[1.0] / 2
+
+
+def test_the_source_mask_is_parsed_when_not_given(shipped, glasses_pair):
+    result = shipped.edit(glasses_pair.source, operation="regenerate", strength=0.2, num_inference_steps=2)
+    agreement = (result.source_labels == glasses_pair.source_labels).mean()
+    assert agreement > 0.85  # the shipped parser reads the face
+
+
+def test_keyword_table_and_caption_changes():
+    assert attribute_classes("make the hair blond") == ("hair",)
+    assert attribute_classes("add red lipstick") == ("upper lip", "lower lip")  # red names the lips here
+    assert set(attribute_classes("add eyeglasses")) == {"eyeglasses", "left eye", "right eye", "left brow", "right brow"}
+    assert attribute_classes("make it prettier") == ()
+    source = {"gender": "female", "hair_color": "black", "mouth": "closed", "smiling": False}
+    assert changed_attributes(source, "make her smile")["mouth"] == "smiling"
+    assert changed_attributes(source, "make her pretty") == source
+    assert changed_attributes(source, "blond hair")["hair_color"] == "blond"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(prompt="make the hair blond"), "say which"),
+        (dict(), "Nothing to edit"),
+        (dict(operation="attribute", prompt="remove the eyeglasses"), "removals are mask edits"),
+        (dict(operation="attribute", prompt="make it prettier"), "names nothing the keyword table knows"),
+        (dict(operation="attribute", prompt="blond", region="hairs"), "Unknown class 'hairs'"),
+        (dict(operation="attribute", prompt="add a hat", region="hat"), "has none of the classes hat"),
+        (dict(operation="mask", method="flowedit", mask="SAME"), "does not apply to a mask edit"),
+        (dict(operation="regenerate", strength=1.5), "strength is the start time"),
+        (dict(operation="wiggle"), "Unknown edit operation"),
+        (dict(mask="SAME"), "identical to the source's mask"),
+        (dict(mask="WIDE"), "aspect ratio"),
+        (dict(operation="attribute", prompt="x" * 5000, region="hair"), "characters"),
+    ],
+)
+def test_bad_edits_get_one_clear_error(shipped, glasses_pair, options, message):
+    labels = glasses_pair.source_labels
+    if options.get("mask") == "SAME":
+        options["mask"] = labels.copy()
+    elif options.get("mask") == "WIDE":
+        options["mask"] = np.zeros((64, 128), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        shipped.edit(glasses_pair.source, source_mask=labels, **options)
+
+
+def test_bad_images_get_one_clear_error(shipped, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    for image, message in ((tmp_path / "missing.png", "not a readable face image"),
+                           (tmp_path / "notes.png", "not a readable face image"),
+                           (Image.new("RGB", (64, 48)), "crop it to a square")):  # fmt: skip
+        with pytest.raises(EditError, match=message):
+            shipped.edit(image, operation="regenerate")
+
+
+def test_full_scale_edit_without_a_mask_or_parser_says_what_to_pass():
+    class Flux:  # only what the check reads: a pipeline that is not the compact scale
+        is_compact = False
+
+    from facemogle.edit import _source_labels
+
+    with pytest.raises(EditError, match="--source-mask"):
+        _source_labels(Flux(), torch.zeros(1, 3, 64, 64), None, (64, 64), 64, None)
