@@ -193,3 +193,51 @@ def test_full_scale_edit_without_a_mask_or_parser_says_what_to_pass():
 
     with pytest.raises(EditError, match="--source-mask"):
         _source_labels(Flux(), torch.zeros(1, 3, 64, 64), None, (64, 64), 64, None)
+
+
+def test_edit_cli_writes_the_edit_and_never_its_inputs(tmp_path, capsys, glasses_pair):
+    from facemogle.cli import main
+    from facemogle.labels import load_mask, save_mask
+
+    glasses_pair.source.save(tmp_path / "face.png")
+    save_mask(glasses_pair.target_labels, tmp_path / "new.png")
+    save_mask(glasses_pair.source_labels, tmp_path / "old.png")
+    before = (tmp_path / "face.png").read_bytes()
+    args = ["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "new.png"),
+            "--source-mask", str(tmp_path / "old.png"), "--steps", "2"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "edit.png"), "--grid", "--save-masks"]) == 0
+    out = capsys.readouterr().out
+    assert "mask edit, blend, strength 1" in out and (tmp_path / "edit_grid.png").is_file()
+    np.testing.assert_array_equal(load_mask(tmp_path / "edit_target_mask.png"), glasses_pair.target_labels)
+    assert Image.open(tmp_path / "edit.png").size == (64, 64)
+    assert main([*args, "--out", str(tmp_path / "edit.png")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "face.png"), "--overwrite"]) == 2
+    assert "is an input" in capsys.readouterr().err and (tmp_path / "face.png").read_bytes() == before
+    assert main(["edit", "--image", str(tmp_path / "face.png"), "--prompt", "take off the hat", "--op", "attribute",
+                 "--out", str(tmp_path / "x.png")]) == 2  # fmt: skip
+    assert "removals are mask edits" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, capsys):
+    import json
+
+    from facemogle.cli import main
+
+    args = ["eval", "--task", "edit", "--n-per-type", "1", "--steps", "2", "--out", str(tmp_path / "ev")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    methods = report["methods"]
+    assert set(methods) == {"nothing", "mask edit", "attribute edit", "sdedit (unblended)", "inversion (unblended)"}
+    assert methods["nothing"]["all"]["n"] == 7 and methods["nothing"]["all"]["attribute_accuracy"] == 0.0
+    assert methods["mask edit"]["all"]["n"] == 5  # hair colour and lipstick leave the mask as it is
+    assert methods["mask edit"]["all"]["psnr_outside"] == float("inf")  # the source pasted back exactly
+    assert methods["attribute edit"]["all"]["n"] == 7  # pair 0 of each type is an addition or a change
+    assert methods["sdedit (unblended)"]["all"]["psnr_outside"] < 40
+    assert set(report["references"]) == {"mask → face", "text → face"}
+    assert (tmp_path / "ev" / "grid.png").is_file() and "| all | mask edit | 5 |" in (tmp_path / "ev" / "report.md").read_text()
+    first = {p: p.stat().st_mtime_ns for p in (tmp_path / "ev").rglob("*.png") if p.name != "grid.png"}
+    assert main(args) == 0  # a rerun scores the same images again
+    assert {p: p.stat().st_mtime_ns for p in first} == first
+    assert main([*args[:-4], "--steps", "3", "--out", str(tmp_path / "ev")]) == 2
+    assert "other settings" in capsys.readouterr().err
