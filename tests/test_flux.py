@@ -438,3 +438,41 @@ def test_a_lora_on_layers_every_token_shares_is_refused(flux_pipe, flux_folder, 
     fresh = FaceMoGLEPipeline.from_flux(flux_folder, resolution=64)
     with pytest.raises(FluxFolderError, match="time_text_embed"):
         fresh.model.load_lora(path)
+
+
+def test_edit_at_full_scale_grows_the_region_to_16_px_tokens_and_pastes_the_source_back(flux_pipe):
+    from PIL import Image
+
+    from facemogle.edit import EditError
+
+    rng = np.random.default_rng(0)
+    source = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    labels = face_like_labels(64)
+    new = labels.copy()
+    new[20:24, 20:24] = 3  # a small change: one 16-px token
+    result = flux_pipe.edit(source, mask=new, source_mask=labels, num_inference_steps=3)
+    region = result.region
+    assert region.shape == (64, 64) and (region[17:31, 17:31] == 1).all() and (region[16:32, 16:32] > 0).all()
+    outside = region == 0
+    assert outside.mean() > 0.7
+    np.testing.assert_array_equal(np.asarray(result.images[0])[outside], np.asarray(source)[outside])
+    with pytest.raises(EditError, match="--source-mask"):
+        flux_pipe.edit(source, mask=new)  # no parser for real photos given
+
+
+def test_edit_at_the_paper_configuration_512_bf16_weights_without_autocast(flux_folder):
+    from facemogle.edit import sub_grid
+    from facemogle.flow import time_grid, time_shift
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_flux(flux_folder, dtype=torch.bfloat16)
+    labels = face_like_labels(512)
+    source = pipe(mask=labels, num_inference_steps=2, autocast=False)[0]
+    rows = _count_rows(pipe.model.transformer)
+    result = pipe.edit(source, prompt="she has blond hair", operation="attribute", region="hair",
+                       source_mask=labels, autocast=False)  # fmt: skip
+    assert result.images[0].size == (512, 512) and result.method == "flowedit"
+    steps = len(sub_grid(time_grid(28, time_shift(32 * 32)), 0.85)) - 1  # the default 28 steps below t = 0.85
+    assert 20 < steps < 28 and rows == [1] * (2 * steps)  # FlowEdit: a target and a source row per step
+    outside = result.region == 0
+    np.testing.assert_array_equal(np.asarray(result.images[0])[outside], np.asarray(source)[outside])
