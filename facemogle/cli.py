@@ -673,7 +673,9 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=7860)
     demo.add_argument("--allow-remote", action="store_true", help="allow a --host other than loopback")
     demo.add_argument(
-        "--parser", help="face-parser folder for photo → mask (default: the shipped SynthFace parser)"
+        "--parser",
+        help="face parser for photo → mask: a CelebAMask-HQ SegFormer folder or BiSeNet's "
+        "79999_iter.pth (default: the shipped SynthFace parser)",
     )
     demo.set_defaults(func=cmd_demo)
 

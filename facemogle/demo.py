@@ -27,6 +27,11 @@ EXAMPLE_PROMPTS = [
     "He is bald and is smiling.",
 ]
 SOURCES = ("Uploaded or example mask", "Painted mask", "No mask (text only)")
+EDIT_OPERATIONS = {
+    "Mask edit: paint the change on the mask": "mask",
+    "Attribute edit: type it (e.g. make the hair blond)": "attribute",
+    "Regenerate on the same layout": "regenerate",
+}
 # What the settings accept, in the page and from API callers alike: (lowest, highest)
 STEPS, COUNT, GUIDANCE = (1, 50), (1, 8), (1.0, 6.0)
 
@@ -130,6 +135,45 @@ def run(
     return gallery, files, status
 
 
+def run_edit(pipe, face, source_labels, painted, operation, prompt, strength, steps, seed, *, folder: Path):
+    """Edit the loaded face; returns (gallery: source, masks, edit; downloadable files; status).
+
+    face, source_labels: the face and its parsed mask (Load); painted: the mask canvas (the change, for a
+    mask edit); strength 0 takes the operation's default."""
+    from .edit import EditError
+
+    if face is None or source_labels is None:
+        raise DemoInputError("Load a face first: upload one, or use the last generated face.")
+    _check_range("Steps", steps, STEPS)
+    _check_range("Strength", strength, (0.0, 1.0))
+    kind = EDIT_OPERATIONS[operation]
+    mask = read_painting(painted) if kind == "mask" else None
+    if kind == "mask" and mask is None:
+        raise DemoInputError("The mask canvas is empty: load a face, then paint the change on its mask.")
+    started = time.perf_counter()
+    try:
+        result = pipe.edit(
+            face, operation=kind, mask=mask, source_mask=source_labels, prompt=(prompt or "").strip() or None,
+            strength=float(strength) or None, num_inference_steps=int(steps), seed=int(seed),
+        )  # fmt: skip
+    except EditError as error:
+        raise DemoInputError(str(error)) from None
+    for old in folder.glob("edit_*.png"):
+        old.unlink()
+    path = folder / f"edit_{int(seed)}.png"
+    result.images[0].save(path)
+    size = result.images[0].size
+    gallery = [
+        face.resize(size),
+        colorize(result.source_labels),
+        colorize(result.target_labels),
+        result.images[0],
+    ]
+    status = (f"{result.operation} edit ({result.method}, strength {result.strength:g}) in "
+              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    return [g.resize(size, Image.NEAREST) for g in gallery], [str(path)], status
+
+
 def _check_range(name: str, value, bounds: tuple) -> None:
     try:
         number = float(value)
@@ -153,8 +197,13 @@ def blank_canvas() -> np.ndarray:
 
 
 def build_app(pipe, parser=None):
-    """The Gradio Blocks app. parser: a face parser (photo → label map), default the shipped SynthFace parser."""
+    """The Gradio Blocks app. parser: a face parser (photo → label map; see `parsing.load_parser`), default
+    the shipped SynthFace parser."""
     import gradio as gr
+
+    from .parsing import load_parser
+
+    parser = parser if parser is not None else load_parser()
 
     def guarded(fn):
         @functools.wraps(fn)  # Gradio reads the signature (its progress tracker) through the wrapper
@@ -187,58 +236,115 @@ def build_app(pipe, parser=None):
     atexit.register(shutil.rmtree, outputs, ignore_errors=True)
 
     def on_generate(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio reads it from the default
-        return run(pipe, *inputs, folder=outputs)
+        gallery, files, status = run(pipe, *inputs, folder=outputs)
+        return gallery, files, status, Image.open(files[0]).convert("RGB")
+
+    def on_face(path):
+        if path is None:
+            raise DemoInputError("Upload a face to edit.")
+        return load_face(parser, open_photo(path))
+
+    def on_last_face(face):
+        if face is None:
+            raise DemoInputError("Nothing generated yet: generate a face first, or upload one.")
+        return load_face(parser, face)
+
+    def on_edit(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        return run_edit(pipe, *inputs, folder=outputs)
 
     # Gradio keeps its own copy of every file it serves: every 10 minutes, delete those over an hour old
     with gr.Blocks(title="facemogle", delete_cache=(600, 3600)) as app:
-        gr.Markdown("# facemogle — faces from a mask, a prompt, or both")
-        upload_labels = gr.State(None)
-        with gr.Row():
-            with gr.Column():
-                source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Mask source")
-                with gr.Tab("Upload"):
-                    upload = gr.File(
-                        label="Mask (label PNG 0..18 or palette-coloured image)",
-                        file_types=["image"],
-                        elem_id="mask-upload",
+        gr.Markdown("# facemogle — faces from a mask, a prompt, or both; edit a face")
+        upload_labels, last_face = gr.State(None), gr.State(None)
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column():
+                    source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Mask source")
+                    with gr.Tab("Upload"):
+                        upload = gr.File(
+                            label="Mask (label PNG 0..18 or palette-coloured image)",
+                            file_types=["image"],
+                            elem_id="mask-upload",
+                        )
+                        preview = gr.Image(label="Mask", interactive=False, elem_id="mask-preview")
+                        example = gr.Dropdown(
+                            [p.name for p in example_masks()], value=None, label="Start from an example mask"
+                        )
+                    with gr.Tab("Paint"):
+                        gr.HTML(legend_html())
+                        painted = gr.ImageEditor(
+                            value=blank_canvas(), type="numpy", image_mode="RGB", canvas_size=(CANVAS, CANVAS),
+                            brush=gr.Brush(colors=[f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()], color_mode="fixed", default_size=12),
+                            label="Paint with the class colours (see the legend)",
+                        )  # fmt: skip
+                    with gr.Tab("From a photo"):
+                        photo = gr.File(
+                            label="Face photo (PNG, JPEG or WEBP)",
+                            file_types=[".png", ".jpg", ".jpeg", ".webp"],
+                        )
+                        parse = gr.Button("Parse the photo into an editable mask")
+                    prompt = gr.Textbox(
+                        label="Prompt", placeholder="e.g. " + EXAMPLE_PROMPTS[0], elem_id="prompt"
                     )
-                    preview = gr.Image(label="Mask", interactive=False, elem_id="mask-preview")
-                    example = gr.Dropdown(
-                        [p.name for p in example_masks()], value=None, label="Start from an example mask"
+                    gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt])
+                    with gr.Accordion("Settings", open=False):
+                        defaults = pipe.config.sampling  # the model's own sampling settings
+                        text_guidance = gr.Slider(
+                            *GUIDANCE, value=defaults.text_guidance, step=0.25, label="Text guidance"
+                        )
+                        mask_guidance = gr.Slider(
+                            *GUIDANCE, value=defaults.mask_guidance, step=0.25, label="Mask guidance"
+                        )
+                        steps = gr.Slider(*STEPS, value=defaults.steps, step=1, label="Steps")
+                        seed = gr.Number(0, precision=0, label="Seed")
+                        random_seed = gr.Checkbox(False, label="Random seed")
+                        count = gr.Slider(*COUNT, value=2, step=1, label="Number of images")
+                    generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column():
+                    gallery = gr.Gallery(label="Mask and generated faces", columns=3, elem_id="results")
+                    status = gr.Markdown(elem_id="status")
+                    files = gr.File(label="Download", file_count="multiple")
+        with gr.Tab("Edit a face"):
+            face_state, face_labels = gr.State(None), gr.State(None)
+            with gr.Row():
+                with gr.Column():
+                    face_file = gr.File(
+                        label="Face to edit (PNG, JPEG or WEBP)",
+                        file_types=[".png", ".jpg", ".jpeg", ".webp"],
+                        elem_id="edit-face",
                     )
-                with gr.Tab("Paint"):
+                    use_last = gr.Button("Use the last generated face")
                     gr.HTML(legend_html())
-                    painted = gr.ImageEditor(
-                        value=blank_canvas(), type="numpy", image_mode="RGB", canvas_size=(CANVAS, CANVAS),
-                        brush=gr.Brush(colors=[f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()], color_mode="fixed", default_size=12),
-                        label="Paint with the class colours (see the legend)",
-                    )  # fmt: skip
-                with gr.Tab("From a photo"):
-                    photo = gr.File(
-                        label="Face photo (PNG, JPEG or WEBP)", file_types=[".png", ".jpg", ".jpeg", ".webp"]
+                    edit_canvas = gr.ImageEditor(
+                        value=blank_canvas(),
+                        type="numpy",
+                        image_mode="RGB",
+                        canvas_size=(CANVAS, CANVAS),
+                        brush=gr.Brush(
+                            colors=[f"#{r:02x}{g:02x}{b:02x}" for r, g, b in PALETTE.tolist()],
+                            color_mode="fixed",
+                            default_size=12,
+                        ),
+                        label="Its parsed mask: paint the change here (mask edit)",
                     )
-                    parse = gr.Button("Parse the photo into an editable mask")
-                prompt = gr.Textbox(
-                    label="Prompt", placeholder="e.g. " + EXAMPLE_PROMPTS[0], elem_id="prompt"
-                )
-                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt])
-                with gr.Accordion("Settings", open=False):
-                    defaults = pipe.config.sampling  # the model's own sampling settings
-                    text_guidance = gr.Slider(
-                        *GUIDANCE, value=defaults.text_guidance, step=0.25, label="Text guidance"
+                    operation = gr.Radio(
+                        list(EDIT_OPERATIONS), value=next(iter(EDIT_OPERATIONS)), label="Edit"
                     )
-                    mask_guidance = gr.Slider(
-                        *GUIDANCE, value=defaults.mask_guidance, step=0.25, label="Mask guidance"
+                    edit_prompt = gr.Textbox(
+                        label="Prompt", placeholder="e.g. make the hair blond", elem_id="edit-prompt"
                     )
-                    steps = gr.Slider(*STEPS, value=defaults.steps, step=1, label="Steps")
-                    seed = gr.Number(0, precision=0, label="Seed")
-                    random_seed = gr.Checkbox(False, label="Random seed")
-                    count = gr.Slider(*COUNT, value=2, step=1, label="Number of images")
-                generate = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column():
-                gallery = gr.Gallery(label="Mask and generated faces", columns=3, elem_id="results")
-                status = gr.Markdown(elem_id="status")
-                files = gr.File(label="Download", file_count="multiple")
+                    strength = gr.Slider(
+                        0.0, 1.0, value=0.0, step=0.05, label="Strength (start time; 0: the edit's default)"
+                    )
+                    edit_steps = gr.Slider(*STEPS, value=pipe.config.sampling.steps, step=1, label="Steps")
+                    edit_seed = gr.Number(0, precision=0, label="Seed")
+                    edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
+                with gr.Column():
+                    edit_gallery = gr.Gallery(
+                        label="Source | source mask | target mask | edit", columns=4, elem_id="edit-results"
+                    )
+                    edit_status = gr.Markdown(elem_id="edit-status")
+                    edit_files = gr.File(label="Download", file_count="multiple")
         upload.upload(guarded(on_upload), upload, [upload_labels, preview]).success(
             lambda: SOURCES[0], None, source
         )
@@ -258,7 +364,14 @@ def build_app(pipe, parser=None):
                 random_seed,
                 count,
             ],
-            [gallery, files, status],
+            [gallery, files, status, last_face],
+        )
+        face_file.upload(guarded(on_face), face_file, [face_state, face_labels, edit_canvas])
+        use_last.click(guarded(on_last_face), last_face, [face_state, face_labels, edit_canvas])
+        edit_button.click(
+            guarded(on_edit),
+            [face_state, face_labels, edit_canvas, operation, edit_prompt, strength, edit_steps, edit_seed],
+            [edit_gallery, edit_files, edit_status],
         )
     app.queue(default_concurrency_limit=1, max_size=32)
     return app
@@ -277,24 +390,38 @@ def open_photo(path: str | os.PathLike) -> Image.Image:
         raise DemoInputError(f"The photo is not a readable PNG, JPEG or WEBP image ({error}).") from None
 
 
-def parse_photo(parser, photo: Image.Image) -> np.ndarray:
-    """A face photo → label map at the parser's resolution (the photo is centre-cropped to a square)."""
-    import torch
-
-    from .images import images_to_tensor
-
+def square(photo: Image.Image) -> Image.Image:
+    """The photo centre-cropped to a square, RGB."""
     side = min(photo.size)
     left, top = (photo.width - side) // 2, (photo.height - side) // 2
-    photo = photo.convert("RGB").crop((left, top, left + side, top + side))
-    with torch.no_grad():
-        return parser.parse(images_to_tensor([photo], parser.config.resolution))[0].numpy().astype(np.uint8)
+    return photo.convert("RGB").crop((left, top, left + side, top + side))
+
+
+def load_face(parser, photo: Image.Image):
+    """A face to edit (centre-cropped to a square), its parsed mask, and the mask as the editable canvas."""
+    face = square(photo)
+    labels = parse_photo(parser, face)
+    canvas = np.asarray(colorize(labels).resize((CANVAS, CANVAS), Image.NEAREST))
+    return face, labels, {"background": canvas, "layers": [], "composite": canvas}
+
+
+def parse_photo(parser, photo: Image.Image) -> np.ndarray:
+    """A face photo (centre-cropped to a square) → label map: at the shipped parser's resolution, or at the
+    photo's side up to 512 for a parser of `parsing.load_parser`."""
+    from .images import images_to_tensor
+    from .parsing import parse_images
+
+    photo = square(photo)
+    config = getattr(parser, "config", None)
+    size = config.resolution if config is not None else min(photo.width, 512)
+    return parse_images(parser, images_to_tensor([photo], size), size)[0]
 
 
 def launch(
     model=None, host: str = "127.0.0.1", port: int = 7860, allow_remote: bool = False, parser_folder=None
 ):
     """Start the app; binding to anything but loopback needs allow_remote."""
-    from .evaluators import load_evaluator
+    from .parsing import load_parser
     from .pipeline import FaceMoGLEPipeline
 
     if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
@@ -306,5 +433,5 @@ def launch(
             f"warning: the demo is reachable from other machines on {host}:{port}; anyone there can use it."
         )
     pipe = FaceMoGLEPipeline.from_pretrained(model)
-    app = build_app(pipe, load_evaluator("parser", parser_folder))
+    app = build_app(pipe, load_parser(parser_folder))
     app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True)

@@ -17,7 +17,7 @@ from facemogle.demo import (
     read_upload,
     run,
 )
-from facemogle.labels import PALETTE, MaskError, save_mask
+from facemogle.labels import PALETTE, MaskError, colorize, save_mask
 
 
 def test_example_masks_ship_and_load():
@@ -141,6 +141,8 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
     save_mask(face_like_labels(32), mask)
     bad = tmp_path / "bad.png"
     bad.write_text("this is not an image")
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(face)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -169,6 +171,13 @@ def test_browser_end_to_end(tiny_pipe, tmp_path):
             page.locator("#prompt textarea").fill("He is bald and is smiling.")
             page.locator("#generate").click()
             page.locator("#status").get_by_text("image(s) in").wait_for(timeout=60000)
+            # the Edit tab: upload a face, regenerate it on its parsed layout
+            page.get_by_role("tab", name="Edit a face").click()
+            page.locator("#edit-face input[type=file]").set_input_files(str(face))
+            page.get_by_label("Regenerate on the same layout").check()
+            page.locator("#edit").click()
+            page.locator("#edit-status").get_by_text("regenerate edit").wait_for(timeout=60000)
+            assert page.locator("#edit-results img").count() >= 4
             browser.close()
     finally:
         app.close()
@@ -197,3 +206,31 @@ def test_gradio_deletes_the_files_it_served():
     from facemogle.pipeline import FaceMoGLEPipeline
 
     assert build_app(FaceMoGLEPipeline.init("tiny")).delete_cache == (600, 3600)
+
+
+def test_the_edit_tab_edits_a_loaded_face_and_rejects_bad_requests(tmp_path):
+    from facemogle.data.pairs import make_pair
+    from facemogle.demo import EDIT_OPERATIONS, load_face, run_edit
+    from facemogle.parsing import load_parser
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe, parser = FaceMoGLEPipeline.from_pretrained(), load_parser()
+    pair = make_pair(0, "eyeglasses")
+    face, labels, canvas = load_face(parser, pair.source)
+    assert face.size == (64, 64) and labels.shape == (64, 64) and canvas["composite"].shape == (512, 512, 3)
+    mask_edit, attribute, regenerate = EDIT_OPERATIONS
+    painted = np.asarray(colorize(pair.target_labels).resize((512, 512), Image.NEAREST))
+    gallery, files, status = run_edit(pipe, face, pair.source_labels, {"composite": painted}, mask_edit, "", 0, 3, 1,
+                                      folder=tmp_path)  # fmt: skip
+    assert len(gallery) == 4 and "mask edit (blend, strength 1)" in status and Path(files[0]).is_file()
+    gallery, files2, status = run_edit(pipe, face, labels, canvas, regenerate, "", 0.5, 2, 2, folder=tmp_path)
+    assert "strength 0.5" in status and not Path(files[0]).exists() and Path(files2[0]).is_file()
+    with pytest.raises(DemoInputError, match="Load a face first"):
+        run_edit(pipe, None, None, canvas, regenerate, "", 0, 2, 0, folder=tmp_path)
+    with pytest.raises(DemoInputError, match="canvas is empty"):
+        run_edit(pipe, face, labels, {"composite": np.zeros((512, 512, 3), np.uint8)}, mask_edit, "", 0, 2, 0,
+                 folder=tmp_path)  # fmt: skip
+    with pytest.raises(DemoInputError, match="removals are mask edits"):
+        run_edit(pipe, face, labels, canvas, attribute, "remove the glasses", 0, 2, 0, folder=tmp_path)
+    with pytest.raises(DemoInputError, match="Steps must be between"):
+        run_edit(pipe, face, labels, canvas, regenerate, "", 0, 500, 0, folder=tmp_path)
