@@ -541,11 +541,16 @@ def _eval_edits(args: argparse.Namespace) -> None:
         raise UsageError("--images scores generated faces (--task generate); --task edit makes its own edits")
     _check_not_inputs([args.out], [args.model, args.evaluators])
     parser, classifier = load_evaluators(args.evaluators)
-    pipe = _load_pipeline(args, args.device or "cpu")
+    state = _process_state()  # one process, or each of `accelerate launch`'s
+    pipe = _load_pipeline(args, args.device or (state.device if state else "cpu"))
     if not pipe.is_compact:
         raise UsageError("--task edit scores edits with the SynthFace evaluators: it needs a compact model")
-    evaluate_edits(pipe, args.out, parser, classifier, n_per_type=args.n_per_type, steps=args.steps,
-                   seed=args.seed, fingerprint=model_fingerprint(args.model), model=args.model)  # fmt: skip
+    report = evaluate_edits(pipe, args.out, parser, classifier, n_per_type=args.n_per_type, steps=args.steps,
+                            seed=args.seed, fingerprint=model_fingerprint(args.model), model=args.model,
+                            rank=state.process_index if state else 0,
+                            world_size=state.num_processes if state else 1)  # fmt: skip
+    if report is None:
+        return
     print((Path(args.out) / "report.md").read_text())
     print(f"report: {Path(args.out) / 'report.json'}; grid: {Path(args.out) / 'grid.png'}")
 

@@ -241,3 +241,29 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
     assert {p: p.stat().st_mtime_ns for p in first} == first
     assert main([*args[:-4], "--steps", "3", "--out", str(tmp_path / "ev")]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_task_edit_on_two_processes_gives_the_report_of_one(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    from conftest import free_port
+
+    from facemogle.cli import main
+
+    common = ["--task", "edit", "--n-per-type", "1", "--steps", "2"]
+    assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "eval",
+         *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two"))
+    assert json.dumps(one["methods"]["mask edit"]["all"]) == json.dumps(two["methods"]["mask edit"]["all"])
+    for path in (tmp_path / "one").rglob("*.png"):
+        if path.name != "grid.png":
+            other = tmp_path / "two" / path.relative_to(tmp_path / "one")
+            assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(other))), path

@@ -84,25 +84,49 @@ def applies(name: str, pair: FacePair) -> bool:
     return True
 
 
-def generate_edits(pipe, pairs: list[FacePair], out: Path, settings: dict, steps: int | None) -> None:
+def generate_edits(
+    pipe,
+    pairs: list[FacePair],
+    out: Path,
+    settings: dict,
+    steps: int | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> None:
     """Every method's and reference's image of every pair, as {out}/{name}/{type}_{index}.png (kept when
-    already on disk with the same settings; each written atomically)."""
+    already on disk with the same settings; each written atomically). Process `rank` of `world_size` makes
+    jobs rank, rank + world_size, …; the first then waits for the others' (a failed one stops it)."""
+    from ..io import ProcessFailedError, failure_marker, mark_failure, wait_for
+
     out.mkdir(parents=True, exist_ok=True)
     record = out / "generation.json"
     if record.exists() and read_json(record) != settings:
         raise ValueError(
             f"{out} holds edits made with other settings ({record.read_text().strip()}); pass another --out."
         )
-    write_json(record, settings, indent=None)
+    if rank == 0:
+        write_json(record, settings, indent=None)
     names = [n for n in (*METHODS, *REFERENCES) if n != "nothing"]
-    jobs = [(name, k) for name in names for k in range(len(pairs))]
-    for name, k in tqdm(jobs, desc="editing", unit="image"):
-        path = out / _folder(name) / f"{_stem(pairs, k)}.png"
-        if path.exists() or not applies(name, pairs[k]):
-            continue
-        image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps)
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
+    jobs = [(name, k) for name in names for k in range(len(pairs)) if applies(name, pairs[k])]
+    paths = [out / _folder(name) / f"{_stem(pairs, k)}.png" for name, k in jobs]
+    failure_marker(out, rank).unlink(missing_ok=True)
+    try:
+        for (name, k), path in tqdm(list(zip(jobs, paths))[rank::world_size], desc="editing", unit="image",
+                                    disable=rank != 0):  # fmt: skip
+            if path.exists():
+                continue
+            image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps)
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
+        if rank == 0:
+            wait_for(
+                out, lambda: all(p.exists() for p in paths), "Editing the evaluation's pairs", world_size
+            )
+    except ProcessFailedError:
+        raise
+    except BaseException as error:
+        mark_failure(out, rank, error)
+        raise
 
 
 def _folder(name: str) -> str:
@@ -274,14 +298,18 @@ def _summaries(per: dict) -> dict:
 def evaluate_edits(
     pipe, out: str | os.PathLike, parser, classifier, n_per_type: int = 100, steps: int | None = None,
     seed: int = 0, fingerprint: str | None = None, model: str | None = None, types=EDIT_TYPES,
-) -> dict:  # fmt: skip
-    """Edit n_per_type pairs of each type with every method, score, write report.json, report.md, grid.png."""
+    rank: int = 0, world_size: int = 1,
+) -> dict | None:  # fmt: skip
+    """Edit n_per_type pairs of each type with every method, score, write report.json, report.md, grid.png.
+    Under `accelerate launch` / torchrun each process edits its share; the first scores and returns the report."""
     out = Path(out)
     pairs = pairs_for(n_per_type, pipe.model.resolution, types)
     sampling = pipe.config.sampling.override(steps=steps)
     settings = {"model": model or "default", "fingerprint": fingerprint, "n_per_type": n_per_type,
                 "types": list(types), "steps": sampling.steps, "seed": seed, "pair_seed": PAIR_SEED}  # fmt: skip
-    generate_edits(pipe, pairs, out, settings, sampling.steps)
+    generate_edits(pipe, pairs, out, settings, sampling.steps, rank, world_size)
+    if rank != 0:
+        return None
     report = {**settings, "methods": {}, "references": {}}
     images = {name: read_edits(pairs, out, name) for name in (*METHODS, *REFERENCES)}
     for name, group in (*((n, "methods") for n in METHODS), *((n, "references") for n in REFERENCES)):
