@@ -559,10 +559,12 @@ def _process_state():
     """accelerate's view of this process (rank, count, device: the GPU when there is one), or None
     without accelerate (one process)."""
     try:
+        import torch
         from accelerate import PartialState
     except ImportError:
         return None
-    return PartialState()
+    # without cpu=True, accelerate reads processes launched on a machine without a GPU as one process each
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
