@@ -40,7 +40,9 @@ def test_token_region_grows_to_whole_tokens_and_feathering_is_exactly_zero_away_
     region[30, 30] = True
     grown = token_region(region, patch=4, grow=0.04)  # 3 px, then whole 4×4 tokens
     assert grown[27:34, 27:34].all() and grown.sum() == 12 * 12  # tokens 6..8 in each axis
-    assert torch.equal(grown.reshape(16, 4, 16, 4).amax((1, 3)).repeat_interleave(4, 0).repeat_interleave(4, 1), grown)
+    assert torch.equal(
+        grown.reshape(16, 4, 16, 4).amax((1, 3)).repeat_interleave(4, 0).repeat_interleave(4, 1), grown
+    )
     paste = feathered(grown, feather=0.015)  # 1 px each side of the edge
     pool = torch.nn.functional.max_pool2d
     near = pool(grown[None, None], 3, 1, 1)[0, 0].bool()  # the region and 1 px around it
@@ -83,9 +85,13 @@ def test_flow_edit_with_the_same_condition_changes_nothing_and_inversion_undoes_
     torch.testing.assert_close(sample_ode(constant, inverted, grid), z0)
 
 
-def test_mask_edit_at_the_shipped_configuration_keeps_the_source_exactly_outside_its_region(shipped, glasses_pair):
+def test_mask_edit_at_the_shipped_configuration_keeps_the_source_exactly_outside_its_region(
+    shipped, glasses_pair
+):
     pair = glasses_pair
-    result = shipped.edit(pair.source, mask=pair.target_labels, source_mask=pair.source_labels, num_inference_steps=4)
+    result = shipped.edit(
+        pair.source, mask=pair.target_labels, source_mask=pair.source_labels, num_inference_steps=4
+    )
     assert result.operation == "mask" and result.method == "blend" and result.strength == 1.0
     edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
     assert edited.shape == (64, 64, 3)
@@ -141,7 +147,13 @@ def test_the_source_mask_is_parsed_when_not_given(shipped, glasses_pair):
 def test_keyword_table_and_caption_changes():
     assert attribute_classes("make the hair blond") == ("hair",)
     assert attribute_classes("add red lipstick") == ("upper lip", "lower lip")  # red names the lips here
-    assert set(attribute_classes("add eyeglasses")) == {"eyeglasses", "left eye", "right eye", "left brow", "right brow"}
+    assert set(attribute_classes("add eyeglasses")) == {
+        "eyeglasses",
+        "left eye",
+        "right eye",
+        "left brow",
+        "right brow",
+    }
     assert attribute_classes("make it prettier") == ()
     source = {"gender": "female", "hair_color": "black", "mouth": "closed", "smiling": False}
     assert changed_attributes(source, "make her smile")["mouth"] == "smiling"
@@ -228,14 +240,22 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
     assert main(args) == 0
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     methods = report["methods"]
-    assert set(methods) == {"nothing", "mask edit", "attribute edit", "sdedit (unblended)", "inversion (unblended)"}
+    assert set(methods) == {
+        "nothing",
+        "mask edit",
+        "attribute edit",
+        "sdedit (unblended)",
+        "inversion (unblended)",
+    }
     assert methods["nothing"]["all"]["n"] == 7 and methods["nothing"]["all"]["attribute_accuracy"] == 0.0
     assert methods["mask edit"]["all"]["n"] == 5  # hair colour and lipstick leave the mask as it is
     assert methods["mask edit"]["all"]["psnr_outside"] == float("inf")  # the source pasted back exactly
     assert methods["attribute edit"]["all"]["n"] == 7  # pair 0 of each type is an addition or a change
     assert methods["sdedit (unblended)"]["all"]["psnr_outside"] < 40
     assert set(report["references"]) == {"mask → face", "text → face"}
-    assert (tmp_path / "ev" / "grid.png").is_file() and "| all | mask edit | 5 |" in (tmp_path / "ev" / "report.md").read_text()
+    assert (tmp_path / "ev" / "grid.png").is_file() and "| all | mask edit | 5 |" in (
+        tmp_path / "ev" / "report.md"
+    ).read_text()
     first = {p: p.stat().st_mtime_ns for p in (tmp_path / "ev").rglob("*.png") if p.name != "grid.png"}
     assert main(args) == 0  # a rerun scores the same images again
     assert {p: p.stat().st_mtime_ns for p in first} == first

@@ -20,7 +20,7 @@ from facemogle.demo import SOURCES, DemoInputError, read_upload, run
 from facemogle.labels import MaskError, load_mask
 from facemogle.pipeline import CheckpointError, FaceMoGLEPipeline
 
-TRIED = {"masks": 0, "prompts": 0, "model folders": 0, "data folders": 0}
+TRIED = {"masks": 0, "faces to edit or parse": 0, "prompts": 0, "model folders": 0, "data folders": 0}
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -77,6 +77,11 @@ def bad_masks() -> dict[str, bytes]:
         "EPS": _eps(),
         "RGBA in foreign colours": _encoded(Image.new("RGBA", (16, 16), (13, 200, 77, 128)), "PNG"),
     }
+
+
+# The bad masks that are no PNG/JPEG/WEBP picture either (as a face to edit, the others are valid images).
+UNREADABLE_IMAGES = {"zero bytes", "truncated PNG", "header only", "text file", "random bytes", "decompression bomb",
+                     "huge dimensions", "float TIFF", "EPS"}  # fmt: skip
 
 
 def _encoded(image: Image.Image, format: str) -> bytes:
@@ -146,6 +151,44 @@ def test_malformed_masks_give_clear_errors_through_api_cli_and_demo(name, tiny_m
         out.parent.relative_to(tmp_path)
     }  # at most the (empty) output folder
     assert path.read_bytes() == data  # the input is never touched
+
+
+@pytest.mark.parametrize("name", list(bad_masks()))
+def test_malformed_images_and_masks_through_edit_and_parse_give_clear_errors(
+    name, tiny_model, tmp_path, capsys
+):
+    from facemogle.edit import EditError
+
+    data = bad_masks()[name]
+    bad = tmp_path / "in" / "bad.png"
+    bad.parent.mkdir()
+    bad.write_bytes(data)
+    face = tmp_path / "in" / "face.png"
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(face)
+    before = _files(tmp_path)
+    out, mask_out = tmp_path / "out" / "edit.png", tmp_path / "out" / "mask.png"
+    pipe = FaceMoGLEPipeline.from_pretrained(tiny_model)
+    edit = ["edit", "--model", str(tiny_model), "--steps", "1", "--out", str(out), "--overwrite"]
+    as_mask = [[*edit, "--image", str(face), "--mask", str(bad)],
+               [*edit, "--image", str(face), "--source-mask", str(bad), "--op", "regenerate"]]  # fmt: skip
+    # a file that decodes as a PNG/JPEG/WEBP picture is a valid face: it may be edited or parsed
+    as_face = [
+        [*edit, "--image", str(bad), "--op", "regenerate"],
+        ["parse", str(bad), "--out", str(mask_out)],
+    ]
+    for command in as_mask + as_face:
+        TRIED["faces to edit or parse"] += 1
+        code = main(command)
+        assert code == 2 or (command in as_face and name not in UNREADABLE_IMAGES and code == 0), command
+        if code == 2:
+            _clear_error(capsys.readouterr().err)
+    if name in UNREADABLE_IMAGES:
+        with pytest.raises(EditError, match="not a readable face image|square"):
+            pipe.edit(bad, operation="regenerate", num_inference_steps=1)
+        TRIED["faces to edit or parse"] += 1
+    written = {path.relative_to(tmp_path) for path in (out.parent, out, mask_out)}
+    assert _files(tmp_path) - before <= written  # nothing outside the outputs
+    assert bad.read_bytes() == data  # the input is never touched
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -34,7 +34,9 @@ def test_a_pair_differs_in_one_attribute_and_only_where_it_shows(edit_type):
         ids = [CLASSES.index(c) for c in TOUCHES[edit_type]]
         part = np.isin(pair.source_labels, ids) | np.isin(pair.target_labels, ids)
         assert not (changed & ~_near(part)).any(), (edit_type, index)
-        differing = {k for k in pair.source_attributes if pair.source_attributes[k] != pair.target_attributes[k]}
+        differing = {
+            k for k in pair.source_attributes if pair.source_attributes[k] != pair.target_attributes[k]
+        }
         assert pair.attribute in differing and pair.target_attributes[pair.attribute] == pair.value
         assert differing <= {pair.attribute, "mouth", "smiling"}
         assert (pair.instruction is None) == (edit_type in ("eyeglasses", "hat") and index % 2 == 1)

@@ -36,11 +36,17 @@ class OneHot(torch.nn.Module):
 
 
 def test_aliases_and_the_bisenet_order_map_onto_our_classes():
-    assert class_index("eye_g") == CLASSES.index("eyeglasses") and class_index("ear_r") == CLASSES.index("earring")
-    assert class_index("neck_l") == CLASSES.index("necklace") and class_index("Left Eye") == CLASSES.index("left eye")
+    assert class_index("eye_g") == CLASSES.index("eyeglasses") and class_index("ear_r") == CLASSES.index(
+        "earring"
+    )
+    assert class_index("neck_l") == CLASSES.index("necklace") and class_index("Left Eye") == CLASSES.index(
+        "left eye"
+    )
     assert sorted(class_index(n) for n in BISENET_LABELS) == list(range(19))
     labels = make_face(27001)[1]
-    theirs = np.array([BISENET_LABELS.index(next(n for n in BISENET_LABELS if class_index(n) == c)) for c in range(19)])[labels]
+    theirs = np.array(
+        [BISENET_LABELS.index(next(n for n in BISENET_LABELS if class_index(n) == c)) for c in range(19)]
+    )[labels]
     parser = LabelledParser(OneHot(theirs), list(BISENET_LABELS), 64, (0, 0, 0), (1, 1, 1), lambda x: x)
     np.testing.assert_array_equal(parse_images(parser, torch.zeros(1, 3, 64, 64), 64)[0], labels)
     with pytest.raises(ParserError, match="not one of the 19 face classes"):
@@ -108,8 +114,22 @@ def test_parse_cli_writes_a_label_png_and_refuses_to_overwrite(tmp_path, capsys)
     assert parsed.shape == (64, 64) and (parsed == labels).mean() > 0.9
     assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "mask.png")]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "face.png"), "--overwrite"]) == 2
+    assert (
+        main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "face.png"), "--overwrite"]) == 2
+    )
     assert "is an input" in capsys.readouterr().err
     assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "m.jpg")]) == 2
-    assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "m.png"), "--parser", str(tmp_path / "none")]) == 2
+    assert (
+        main(
+            [
+                "parse",
+                str(tmp_path / "face.png"),
+                "--out",
+                str(tmp_path / "m.png"),
+                "--parser",
+                str(tmp_path / "none"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
