@@ -12,6 +12,7 @@ from . import __version__
 from .errors import FaceMoGLEError
 from .flow import TEXT_ONLY_MODES
 from .images import image_grid
+from .io import atomic_write
 from .labels import CLASSES, PALETTE
 from .quantization import QUANTIZATIONS
 
@@ -206,7 +207,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         mask_guidance=args.mask_guidance, parser=parser,
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.images[0].save(out)
+    _save_image(result.images[0], out)
     print(f"{out} ({result.operation} edit, {result.method}, strength {result.strength:g})")
     if result.prompt or result.source_prompt:
         print(f"  prompt: {result.source_prompt!r} → {result.prompt!r}")
@@ -215,12 +216,18 @@ def cmd_edit(args: argparse.Namespace) -> None:
         region = Image.fromarray((result.region * 255).round().astype("uint8")).convert("RGB")
         panels = [tensor_to_images(load_image(args.image, size[0]))[0], colorize(result.source_labels),
                   colorize(result.target_labels), region, result.images[0]]  # fmt: skip
-        image_grid([[p.resize(size, Image.NEAREST) for p in panels]]).save(grid_path)
+        _save_image(image_grid([[p.resize(size, Image.NEAREST) for p in panels]]), grid_path)
         print(f"{grid_path} (source | source mask | target mask | region | edit)")
     if args.save_masks:
         for path, labels in zip(mask_paths, (result.source_labels, result.target_labels)):
-            save_mask(labels, path)
+            atomic_write(path, lambda temporary, labels=labels: save_mask(labels, temporary))
             print(path)
+
+
+def _save_image(image: Image.Image, path: Path) -> None:
+    """Written atomically, in the format its suffix names."""
+    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+    atomic_write(path, lambda temporary: image.save(temporary, format=formats[path.suffix.lower()]))
 
 
 def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -282,7 +289,7 @@ def cmd_parse(args: argparse.Namespace) -> None:
     )
     labels = parse_images(parser, load_image(args.photo, size), size)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_mask(labels, out)
+    atomic_write(out, lambda temporary: save_mask(labels, temporary))
     print(f"{out} ({size}×{size} label map)")
 
 

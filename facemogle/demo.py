@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .labels import CLASSES, IMAGE_FORMATS, PALETTE, MaskError, colorize, load_mask
+from .io import atomic_write
+from .labels import CLASSES, IMAGE_FORMATS, PALETTE, MaskError, colorize, load_mask, resize_labels
 
 MAX_UPLOAD_BYTES = 10 * 2**20
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -150,6 +151,8 @@ def run_edit(pipe, face, source_labels, painted, operation, prompt, strength, st
     mask = read_painting(painted) if kind == "mask" else None
     if kind == "mask" and mask is None:
         raise DemoInputError("The mask canvas is empty: load a face, then paint the change on its mask.")
+    source_labels = resize_labels(source_labels, face.width)  # the canvas and the parse, at the face's size
+    mask = resize_labels(mask, face.width) if mask is not None else None
     started = time.perf_counter()
     try:
         result = pipe.edit(
@@ -161,7 +164,7 @@ def run_edit(pipe, face, source_labels, painted, operation, prompt, strength, st
     for old in folder.glob("edit_*.png"):
         old.unlink()
     path = folder / f"edit_{int(seed)}.png"
-    result.images[0].save(path)
+    atomic_write(path, lambda temporary: result.images[0].save(temporary, format="PNG"))
     size = result.images[0].size
     gallery = [
         face.resize(size),

@@ -73,9 +73,9 @@ ATTRIBUTE_REGIONS = {
     ("nose",): ("nose",),
     ("skin", "pale", "tan", "complexion"): ("skin", "nose", "neck", "left ear", "right ear"),
     ("hair", "haired", "bald", "hairline"): ("hair",),
-    ("long", "longer"): ("hair", "background", "neck", "cloth"),  # long hair grows over them
     ("shirt", "cloth", "clothes", "top", "dress"): ("cloth",),
 }
+LONG_HAIR = ["background", "neck", "cloth"]
 HAIR_WORDS = ("blond", "blonde", "black", "brown", "gray", "grey", "red", "wavy", "straight", "curly",
               "long", "short", "brunette", "ginger")  # fmt: skip
 REMOVAL_WORDS = ("remove", "removed", "without", "no", "take", "off", "delete", "erase", "drop", "lose")
@@ -159,7 +159,14 @@ def attribute_classes(prompt: str) -> tuple[str, ...]:
     classes = [c for keys, region in ATTRIBUTE_REGIONS.items() if words & set(keys) for c in region]
     if not classes and words & set(HAIR_WORDS):
         classes = ["hair"]
+    if "hair" in classes and words & {"long", "longer"}:
+        classes += LONG_HAIR  # long hair grows over them
     return tuple(dict.fromkeys(classes))
+
+
+def names_hair(prompt: str) -> bool:
+    """Whether the prompt's colour and style words are about the hair ("red lipstick" is not)."""
+    return attribute_classes(prompt)[:1] == ("hair",) or "hair" in _words(prompt)
 
 
 def asks_removal(prompt: str) -> bool:
@@ -169,8 +176,9 @@ def asks_removal(prompt: str) -> bool:
 def changed_attributes(source: dict, prompt: str) -> dict:
     """The source's attributes with those an attribute prompt states changed (keywords of ATTRIBUTE_CHANGES)."""
     target = dict(source)
+    hair = names_hair(prompt)
     for word in _words(prompt):
-        if word in ATTRIBUTE_CHANGES:
+        if word in ATTRIBUTE_CHANGES and (hair or word not in HAIR_WORDS):
             name, value = ATTRIBUTE_CHANGES[word]
             target[name] = value
     if target.get("smiling") and target.get("mouth") == "closed":
@@ -206,10 +214,10 @@ def load_image(image, size: int) -> torch.Tensor:
 def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str) -> np.ndarray:
     """A mask of the image's size and aspect, at the model's resolution."""
     labels = load_mask(mask)
-    if labels.shape[1] * image_size[1] != labels.shape[0] * image_size[0]:
+    if (labels.shape[1], labels.shape[0]) != tuple(image_size):
         raise EditError(
             f"The {name} is {labels.shape[1]}×{labels.shape[0]} but the image is {image_size[0]}×{image_size[1]}; "
-            "give a mask of the image's aspect ratio (parse the image with `facemogle parse`)."
+            "give a mask of the image's size (`facemogle parse IMAGE --size SIDE` makes one)."
         )
     return resize_labels(labels, size)
 
@@ -218,6 +226,8 @@ def infer_operation(operation: str | None, mask, prompt: str | None) -> str:
     if operation is not None:
         if operation not in OPERATIONS:
             raise EditError(f"Unknown edit operation {operation!r}; use one of {', '.join(OPERATIONS)}.")
+        if operation == "mask" and mask is None:
+            raise EditError("A mask edit needs the new mask (mask=, --mask): the source's mask, repainted.")
         return operation
     if mask is not None:
         return "mask"
@@ -307,6 +317,7 @@ def invert(velocity, z0, grid) -> torch.Tensor:
 # --- the edit ---
 
 
+@torch.no_grad()
 def edit(
     pipe,
     image: str | os.PathLike | Image.Image | np.ndarray,
@@ -339,8 +350,6 @@ def edit(
     # 1. Check inputs
     operation = infer_operation(operation, mask, prompt)
     method, strength = check_method(operation, method, strength)
-    if prompt is not None:
-        pipe._check_inputs(prompt, None, 1, num_images, True, "pil")
     size = pipe.model.resolution
     face = open_face(image)
     image_size = face.size
@@ -348,6 +357,7 @@ def edit(
     sampling = pipe.config.sampling.override(
         steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance
     )
+    pipe._check_inputs(prompt, None, sampling.steps, num_images, True, "pil")
     # 2. The source's mask and caption; the target condition and the region
     source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
     target_labels, classes = source_labels, ()
@@ -369,6 +379,12 @@ def edit(
             target_labels = _mask_at(mask, image_size, size, "mask")
         changed = np.ones_like(source_labels, dtype=bool)
     source_prompt, target_prompt = _prompts(pipe, operation, z_pixels, prompt, source_prompt, classifier)
+    if method == "flowedit" and source_prompt == target_prompt:
+        raise EditError(
+            f"The edit changes nothing in the face's description ({source_prompt!r}): the face already reads so, "
+            "or the prompt names no attribute the captions know; describe the target (source_prompt= / "
+            "--source-prompt with prompt=) or use method 'sdedit'."
+        )
     patch = pipe.model.patch_size
     pixel_region = token_region(changed, patch)
     paste = feathered(pixel_region) if operation != "regenerate" else pixel_region

@@ -137,19 +137,22 @@ def load_segformer(folder: Path) -> LabelledParser:
             f"{folder} is not a loadable SegformerForSemanticSegmentation folder ({error})."
         ) from None
     names = [network.config.id2label[i] for i in range(network.config.num_labels)]
-    size = _segformer_size(folder)
-    return LabelledParser(network, names, size, IMAGENET_MEAN, IMAGENET_STD, lambda out: out.logits)
+    size, mean, std = _segformer_preprocessing(folder)
+    return LabelledParser(network, names, size, mean, std, lambda out: out.logits)
 
 
-def _segformer_size(folder: Path) -> int:
-    """The input size of the checkpoint's image processor (preprocessor_config.json), else 512."""
+def _segformer_preprocessing(folder: Path) -> tuple[int, tuple, tuple]:
+    """Input size, mean and std of the checkpoint's image processor (preprocessor_config.json); else
+    SegFormer's defaults (512, ImageNet statistics)."""
     config = folder / "preprocessor_config.json"
     if not config.is_file():
-        return 512
+        return 512, IMAGENET_MEAN, IMAGENET_STD
     from .io import read_json
 
-    size = read_json(config).get("size", 512)
-    return int(size.get("height", 512)) if isinstance(size, dict) else int(size)
+    data = read_json(config)
+    size = data.get("size", 512)
+    side = int(size.get("height", 512)) if isinstance(size, dict) else int(size)
+    return side, tuple(data.get("image_mean", IMAGENET_MEAN)), tuple(data.get("image_std", IMAGENET_STD))
 
 
 # --- BiSeNet (face-parsing.PyTorch), rebuilt here with the state dict's names ---
@@ -286,14 +289,14 @@ def load_bisenet(path: Path) -> LabelledParser:
         raise ParserError(f"{path} holds a {type(state).__name__}, not a BiSeNet state dict.")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(k for k in set(expected) - set(state) if not k.endswith("num_batches_tracked"))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or wrong:
         raise ParserError(
             f"{path} is not the BiSeNet face parser's weights: {len(missing)} tensors missing {missing[:3]}, "
             f"{len(wrong)} of another shape {wrong[:3]} (19 classes are expected)."
         )
-    network.load_state_dict({k: state[k] for k in expected})
+    network.load_state_dict({k: state[k] for k in expected if k in state}, strict=False)
     return LabelledParser(
         network, list(BISENET_LABELS), BISENET_SIZE, IMAGENET_MEAN, IMAGENET_STD, lambda x: x
     )

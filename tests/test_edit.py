@@ -71,6 +71,21 @@ def test_blended_sampling_keeps_the_known_tokens_on_the_source_path_and_ends_on_
     torch.testing.assert_close(out[0, ~known], noise[0, ~known] - 1.0)  # dx/dt = 1 from t = 1 to 0
 
 
+def test_flow_edit_follows_the_velocity_difference_inside_the_region_only():
+    """v_src(x) = a·x, v_tgt(x) = a·x + c: the update depends on d = z_e − z0 alone (fresh noise cancels),
+    d ← m·(d + Δ·(a·d + c)); a z_target built otherwise, or a region not enforced, gives another result."""
+    z0, c = torch.randn(1, 6, 2), torch.randn(1, 6, 2)
+    weights = torch.tensor([1.0, 1, 0, 0, 1, 0]).view(1, 6, 1)
+    grid = sub_grid(time_grid(8), 0.7)
+    edited = flow_edit(lambda x, t: 0.5 * x + c, lambda x, t: 0.5 * x, z0, grid, weights,
+                       torch.Generator().manual_seed(1))  # fmt: skip
+    d = torch.zeros_like(z0)
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        d = weights * (d + (t_next - t) * (0.5 * d + c))
+    torch.testing.assert_close(edited, z0 + d)
+    assert (edited[0, weights[0, :, 0] == 0] == z0[0, weights[0, :, 0] == 0]).all()
+
+
 def test_flow_edit_with_the_same_condition_changes_nothing_and_inversion_undoes_sampling():
     z0 = torch.randn(2, 8, 3)
     same = lambda x, t: 0.5 * x + t.view(-1, 1, 1)  # noqa: E731
@@ -112,6 +127,9 @@ def test_attribute_edit_repaints_the_named_classes_only_and_states_the_change(sh
     assert np.array_equal(result.region > 0, hair) and (result.region[pair.source_labels == HAIR] == 1).all()
     edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
     assert np.array_equal(edited[result.region == 0], source[result.region == 0])
+    assert (
+        np.abs(edited.astype(int) - source)[pair.source_labels == HAIR].mean() > 10
+    )  # the hair was repainted
     color = pair.value
     assert f"{color} hair" in result.prompt and f"{color} hair" not in result.source_prompt
     assert result.prompt.replace(color, "X") != result.prompt and result.source_prompt != result.prompt
@@ -124,7 +142,25 @@ def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
                           source_mask=pair.source_labels, num_inference_steps=4)  # fmt: skip
     assert result.method == method and set(result.settings["region_classes"]) == {"upper lip", "lower lip"}
     outside = result.region == 0
-    assert np.array_equal(np.asarray(result.images[0])[outside], np.asarray(pair.source)[outside])
+    edited, source = np.asarray(result.images[0]).astype(int), np.asarray(pair.source).astype(int)
+    assert np.array_equal(edited[outside], source[outside])
+    assert np.abs(edited - source)[result.region == 1].mean() > 2  # the lips were repainted
+
+
+def test_editing_runs_without_autograd_and_makes_several_images(shipped, glasses_pair):
+    grad = []
+    hook = shipped.model.transformer.register_forward_pre_hook(
+        lambda m, a: grad.append(torch.is_grad_enabled())
+    )
+    try:
+        result = shipped.edit(glasses_pair.source, mask=glasses_pair.target_labels, source_mask=glasses_pair.source_labels,
+                              num_inference_steps=2, num_images=2)  # fmt: skip
+    finally:
+        hook.remove()
+    assert grad and not any(grad)
+    a, b = (np.asarray(image).astype(int) for image in result.images)
+    outside = result.region == 0
+    assert np.array_equal(a[outside], b[outside]) and np.abs(a - b)[result.region == 1].mean() > 2
 
 
 def test_regenerate_keeps_more_of_the_source_at_lower_strength(shipped, glasses_pair):
@@ -156,6 +192,11 @@ def test_keyword_table_and_caption_changes():
     }
     assert attribute_classes("make it prettier") == ()
     source = {"gender": "female", "hair_color": "black", "mouth": "closed", "smiling": False}
+    assert changed_attributes(source, "add red lipstick") == {**source, "lipstick": True}  # red: the lips
+    assert changed_attributes(source, "make the hair red")["hair_color"] == "red"
+    assert "background" in attribute_classes("make the hair long") and "background" not in attribute_classes(
+        "long earrings"
+    )
     assert changed_attributes(source, "make her smile")["mouth"] == "smiling"
     assert changed_attributes(source, "make her pretty") == source
     assert changed_attributes(source, "blond hair")["hair_color"] == "blond"
@@ -174,8 +215,15 @@ def test_keyword_table_and_caption_changes():
         (dict(operation="regenerate", strength=1.5), "strength is the start time"),
         (dict(operation="wiggle"), "Unknown edit operation"),
         (dict(mask="SAME"), "identical to the source's mask"),
-        (dict(mask="WIDE"), "aspect ratio"),
+        (dict(mask="WIDE"), "give a mask of the image's size"),
         (dict(operation="attribute", prompt="x" * 5000, region="hair"), "characters"),
+        (dict(operation="mask"), "needs the new mask"),
+        (dict(mask="SMALL"), "give a mask of the image's size"),
+        (dict(operation="regenerate", num_inference_steps=0), "must be ≥ 1"),
+        (
+            dict(operation="attribute", prompt="She has blond hair.", source_prompt="She has blond hair."),
+            "nothing",
+        ),
     ],
 )
 def test_bad_edits_get_one_clear_error(shipped, glasses_pair, options, message):
@@ -184,6 +232,8 @@ def test_bad_edits_get_one_clear_error(shipped, glasses_pair, options, message):
         options["mask"] = labels.copy()
     elif options.get("mask") == "WIDE":
         options["mask"] = np.zeros((64, 128), np.uint8)
+    elif options.get("mask") == "SMALL":
+        options["mask"] = labels[::2, ::2].copy()
     with pytest.raises(ValueError, match=message):
         shipped.edit(glasses_pair.source, source_mask=labels, **options)
 
@@ -249,7 +299,7 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
     }
     assert methods["nothing"]["all"]["n"] == 7 and methods["nothing"]["all"]["attribute_accuracy"] == 0.0
     assert methods["mask edit"]["all"]["n"] == 5  # hair colour and lipstick leave the mask as it is
-    assert methods["mask edit"]["all"]["psnr_outside"] == float("inf")  # the source pasted back exactly
+    assert methods["mask edit"]["all"]["psnr_outside"] == "inf"  # the source pasted back exactly
     assert methods["attribute edit"]["all"]["n"] == 7  # pair 0 of each type is an addition or a change
     assert methods["sdedit (unblended)"]["all"]["psnr_outside"] < 40
     assert set(report["references"]) == {"mask → face", "text → face"}

@@ -28,10 +28,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
-from ..edit import GROW, feathered, token_region
+from ..edit import GROW, EditError, attribute_classes, class_region, feathered, token_region
 from ..images import image_grid, images_to_tensor
 from ..io import atomic_write, read_json, write_json
 from ..labels import NUM_CLASSES
+from ..parsing import parse_images
 from .bootstrap import bootstrap_interval
 from .fid import frechet_distance
 
@@ -56,8 +57,11 @@ def pairs_for(n_per_type: int, size: int, types=EDIT_TYPES) -> list[FacePair]:
     return [make_pair(i, t, PAIR_SEED, size) for t in types for i in range(n_per_type)]
 
 
-def edit_pair(pipe, pair: FacePair, name: str, seed: int, steps: int | None) -> Image.Image | None:
-    """Pair A edited by METHODS[name] (None where the method does not apply), or a reference generation."""
+def edit_pair(pipe, pair: FacePair, name: str, seed: int, steps: int | None, parser=None, classifier=None):
+    """Pair A edited by METHODS[name] (None where the method does not apply), or a reference generation.
+
+    An attribute edit that the classifier's reading of A makes a no-op (A already reads as B) counts as
+    the edit that changed nothing: A itself."""
     if name == "nothing":
         return pair.source
     if name == "mask → face":
@@ -68,7 +72,13 @@ def edit_pair(pipe, pair: FacePair, name: str, seed: int, steps: int | None) -> 
         return None
     options = dict(METHODS[name], source_mask=pair.source_labels, seed=seed, num_inference_steps=steps)
     if options["operation"] == "attribute":
-        return pipe.edit(pair.source, prompt=pair.instruction, **options).images[0]
+        try:
+            return pipe.edit(pair.source, prompt=pair.instruction, parser=parser, classifier=classifier,
+                             **options).images[0]  # fmt: skip
+        except EditError as error:
+            if "changes nothing" not in str(error):
+                raise
+            return pair.source
     if options["operation"] == "mask":
         return pipe.edit(pair.source, mask=pair.target_labels, **options).images[0]
     # the unblended baselines: the whole face regenerated under B's mask and caption
@@ -92,6 +102,8 @@ def generate_edits(
     steps: int | None,
     rank: int = 0,
     world_size: int = 1,
+    parser=None,
+    classifier=None,
 ) -> None:
     """Every method's and reference's image of every pair, as {out}/{name}/{type}_{index}.png (kept when
     already on disk with the same settings; each written atomically). Process `rank` of `world_size` makes
@@ -115,7 +127,7 @@ def generate_edits(
                                     disable=rank != 0):  # fmt: skip
             if path.exists():
                 continue
-            image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps)
+            image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps, parser, classifier)
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
         if rank == 0:
@@ -227,19 +239,28 @@ def seam_score(image: np.ndarray, region: np.ndarray) -> float:
     return float(magnitude[band].mean() / ((magnitude[inner].mean() + magnitude[outer].mean()) / 2 + 1e-6))
 
 
-def edited_region(pair: FacePair, patch: int) -> np.ndarray:
-    """The mask edit's region (R*'s label change grown and rounded to tokens), where seams are looked for."""
-    return token_region(change_region(pair), patch).numpy() > 0.5
+def edited_region(pair: FacePair, name: str, patch: int) -> np.ndarray:
+    """Where a method's region edge is, for its seams: the attribute edit's keyword classes; else the mask
+    edit's (the label change; the instruction's classes where the labels do not change), grown to tokens."""
+    changed = pair.source_labels != pair.target_labels
+    if name == "attribute edit" or not changed.any():
+        changed = class_region(pair.source_labels, attribute_classes(_instruction(pair)))
+    return token_region(changed, patch).numpy() > 0.5
 
 
-def score_method(images, pairs, parser, classifier, patch: int, realism: bool = False) -> dict:
+def _instruction(pair: FacePair) -> str:
+    return pair.instruction or f"add {pair.edit_type}"
+
+
+def score_method(images, pairs, parser, classifier, patch: int, name: str, realism: bool = False) -> dict:
     """Every measurement of one method's (or reference's) images over the pairs it applies to."""
     kept = [(im, p) for im, p in zip(images, pairs) if im is not None]
     if not kept:
         return {"n": 0}
     edits, used = [np.asarray(im) for im, _ in kept], [p for _, p in kept]
-    batch = images_to_tensor([im for im, _ in kept], parser.config.resolution)
-    parsed = torch.cat([parser.parse(chunk) for chunk in batch.split(64)]).numpy()
+    batch = images_to_tensor([im for im, _ in kept], classifier.config.resolution)
+    side = edits[0].shape[0]  # the pairs' size: labels are compared there
+    parsed = parse_images(parser, images_to_tensor([im for im, _ in kept], parser.config.resolution), side)
     readings = [r for chunk in batch.split(64) for r in classifier.predict(chunk)]
     sources = classifier.predict(images_to_tensor([p.source for p in used], classifier.config.resolution))
     per = {
@@ -249,11 +270,11 @@ def score_method(images, pairs, parser, classifier, patch: int, realism: bool = 
         "ssim": np.array([[ssim_map(e, p.source)[outside(p, patch)].mean(), 1] for e, p in zip(edits, used)]),
         "overlap": np.stack([class_overlap(m, p) for m, p in zip(parsed, used)]),
         "attribute": np.array(
-            [[r.get(p.attribute) == p.value, p.instruction is not None] for r, p in zip(readings, used)],
+            [[r.get(p.attribute) == p.value, 1] for r, p in zip(readings, used)],
             float,
         ),  # fmt: skip
         "agreement": np.array([_agreement(r, s, p) for r, s, p in zip(readings, sources, used)]),
-        "seam": np.array([[seam_score(e, edited_region(p, patch)), 1] for e, p in zip(edits, used)]),
+        "seam": np.array([[seam_score(e, edited_region(p, name, patch)), 1] for e, p in zip(edits, used)]),
     }
     per["seam"] = per["seam"][~np.isnan(per["seam"][:, 0])]
     result = {"n": len(used), **_summaries(per)}
@@ -307,7 +328,7 @@ def evaluate_edits(
     sampling = pipe.config.sampling.override(steps=steps)
     settings = {"model": model or "default", "fingerprint": fingerprint, "n_per_type": n_per_type,
                 "types": list(types), "steps": sampling.steps, "seed": seed, "pair_seed": PAIR_SEED}  # fmt: skip
-    generate_edits(pipe, pairs, out, settings, sampling.steps, rank, world_size)
+    generate_edits(pipe, pairs, out, settings, sampling.steps, rank, world_size, parser, classifier)
     if rank != 0:
         return None
     report = {**settings, "methods": {}, "references": {}}
@@ -315,18 +336,30 @@ def evaluate_edits(
     for name, group in (*((n, "methods") for n in METHODS), *((n, "references") for n in REFERENCES)):
         patch = pipe.model.patch_size
         report[group][name] = {
-            "all": score_method(images[name], pairs, parser, classifier, patch, realism=True)
+            "all": score_method(images[name], pairs, parser, classifier, patch, name, realism=True)
         }
         for edit_type in types:
             chosen = [k for k, p in enumerate(pairs) if p.edit_type == edit_type]
             chosen_images, chosen_pairs = [images[name][k] for k in chosen], [pairs[k] for k in chosen]
             report[group][name][edit_type] = score_method(
-                chosen_images, chosen_pairs, parser, classifier, patch
+                chosen_images, chosen_pairs, parser, classifier, patch, name
             )
-    write_json(out / "report.json", report)
+    write_json(out / "report.json", json_safe(report))
     atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(edit_markdown(report)))
-    edit_grid(pairs, images, types).save(out / "grid.png")
+    grid = edit_grid(pairs, images, types)
+    atomic_write(out / "grid.png", lambda temporary: grid.save(temporary, format="PNG"))
     return report
+
+
+def json_safe(value):
+    """The report with ∞ as "inf" and NaN (no item to score) as null: strict JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def edit_grid(pairs: list[FacePair], images: dict, types, per_type: int = 2) -> Image.Image:
