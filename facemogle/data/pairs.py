@@ -54,14 +54,15 @@ def _change(a: FaceAttributes, edit_type: str, index: int, rng) -> tuple:
     """(A, B, instruction, attribute, B's value): A adjusted so the change applies, B with the change."""
     replace = dataclasses.replace
     add = index % 2 == 0
+    needs_hair = edit_type != "eyeglasses"  # hair to edit, or under the hat
+    if needs_hair and (a.hair_length == "bald" or a.receding_hairline):
+        a = replace(
+            a, hair_length="short", hair_color="brown", hair_style="straight", receding_hairline=False
+        )
     if edit_type in ("eyeglasses", "hat"):
         a = replace(a, **{edit_type: not add})
         instruction = ("add eyeglasses" if edit_type == "eyeglasses" else "add a hat") if add else None
         return a, replace(a, **{edit_type: add}), instruction, edit_type, add
-    if a.hair_length == "bald" or a.receding_hairline:
-        a = replace(
-            a, hair_length="short", hair_color="brown", hair_style="straight", receding_hairline=False
-        )
     if edit_type == "hair_color":
         color = str(rng.choice([c for c in HAIR_COLORS if c != a.hair_color]))
         return a, replace(a, hair_color=color), f"make the hair {color}", "hair_color", color
