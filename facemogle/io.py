@@ -94,3 +94,19 @@ def _current(marker: Path) -> bool:
         return marker.stat().st_mtime >= PROCESS_STARTED - STALE_MARGIN_S
     except FileNotFoundError:
         return False
+
+
+def run_share(folder: Path, rank: int, world_size: int, work: Callable[[], None], done: Callable[[], bool],
+              what: str) -> None:  # fmt: skip
+    """This process's share of a job whose results are files in `folder`: run work(); the first process
+    then waits (without a time limit) until done(); a process that fails marks it, which stops the others."""
+    failure_marker(folder, rank).unlink(missing_ok=True)
+    try:
+        work()
+        if rank == 0:
+            wait_for(folder, done, what, world_size)
+    except ProcessFailedError:
+        raise
+    except BaseException as error:
+        mark_failure(folder, rank, error)
+        raise

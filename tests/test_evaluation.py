@@ -171,3 +171,24 @@ def test_eval_images_of_several_modes_need_one_folder_per_mode(data, evaluators,
     per_mode = ["eval", "--images", str(tmp_path / "per_mode"), *flat[3:], "--out", str(tmp_path / "b")]
     assert main(per_mode) == 0
     assert set(json.loads((tmp_path / "b" / "report.json").read_text())["modes"]) == {"mask", "text", "both"}
+
+
+def test_processes_launched_without_a_gpu_each_see_their_rank(tmp_path):
+    """torchrun on CPUs: each process is one of two (accelerate needs cpu=True there; without it each
+    process was a world of one, made every image, and the 2-process report still matched)."""
+    import os
+    import subprocess
+
+    from conftest import free_port
+
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import os, sys\nfrom facemogle.cli import _process_state\ns = _process_state()\n"
+        "open(os.path.join(sys.argv[1], f'{s.process_index}.txt'), 'w').write(str(s.num_processes))\n"
+    )
+    result = subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script), str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name: p.read_text() for p in tmp_path.glob("*.txt")} == {"0.txt": "2", "1.txt": "2"}

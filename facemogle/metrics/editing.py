@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
 from ..edit import GROW, EditError, attribute_classes, class_region, feathered, token_region
 from ..images import image_grid, images_to_tensor
-from ..io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, run_share, write_json
 from ..labels import NUM_CLASSES
 from ..parsing import parse_images
 from .bootstrap import bootstrap_interval
@@ -108,8 +108,6 @@ def generate_edits(
     """Every method's and reference's image of every pair, as {out}/{name}/{type}_{index}.png (kept when
     already on disk with the same settings; each written atomically). Process `rank` of `world_size` makes
     jobs rank, rank + world_size, …; the first then waits for the others' (a failed one stops it)."""
-    from ..io import ProcessFailedError, failure_marker, mark_failure, wait_for
-
     out.mkdir(parents=True, exist_ok=True)
     record = out / "generation.json"
     if record.exists() and read_json(record) != settings:
@@ -121,8 +119,8 @@ def generate_edits(
     names = [n for n in (*METHODS, *REFERENCES) if n != "nothing"]
     jobs = [(name, k) for name in names for k in range(len(pairs)) if applies(name, pairs[k])]
     paths = [out / _folder(name) / f"{_stem(pairs, k)}.png" for name, k in jobs]
-    failure_marker(out, rank).unlink(missing_ok=True)
-    try:
+
+    def work() -> None:
         for (name, k), path in tqdm(list(zip(jobs, paths))[rank::world_size], desc="editing", unit="image",
                                     disable=rank != 0):  # fmt: skip
             if path.exists():
@@ -130,15 +128,10 @@ def generate_edits(
             image = edit_pair(pipe, pairs[k], name, settings["seed"] + k, steps, parser, classifier)
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
-        if rank == 0:
-            wait_for(
-                out, lambda: all(p.exists() for p in paths), "Editing the evaluation's pairs", world_size
-            )
-    except ProcessFailedError:
-        raise
-    except BaseException as error:
-        mark_failure(out, rank, error)
-        raise
+
+    run_share(
+        out, rank, world_size, work, lambda: all(p.exists() for p in paths), "Editing the evaluation's pairs"
+    )
 
 
 def _folder(name: str) -> str:

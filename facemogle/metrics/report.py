@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.synthface import parse_caption
 from ..images import image_grid, images_to_tensor
-from ..io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, run_share, write_json
 from ..labels import colorize, resize_labels
 from . import MetricUnavailable
 from .attributes import attribute_accuracy, attribute_hits
@@ -149,22 +149,13 @@ def read_generated(items: list[EvalItem], folder: Path) -> list[Image.Image]:
 def generate_all(pipe, items, modes, out: Path, settings: dict, rank: int, world_size: int) -> None:
     """Every mode's images, this process's share of them; the first process then waits (without a time
     limit) until the others' shares are on disk, and a process that fails stops the others."""
-    from ..io import ProcessFailedError, failure_marker, mark_failure, wait_for
-
-    failure_marker(out, rank).unlink(missing_ok=True)
-    try:
+    def work() -> None:
         for mode in modes:
             generate(pipe, items, mode, out / mode, settings, rank, world_size)
-        if rank == 0:
-            paths = [out / mode / f"{item.stem}.png" for mode in modes for item in items]
-            wait_for(
-                out, lambda: all(p.exists() for p in paths), "Generating the evaluation's images", world_size
-            )
-    except ProcessFailedError:
-        raise
-    except BaseException as error:
-        mark_failure(out, rank, error)
-        raise
+
+    paths = [out / mode / f"{item.stem}.png" for mode in modes for item in items]
+    run_share(out, rank, world_size, work, lambda: all(p.exists() for p in paths),
+              "Generating the evaluation's images")  # fmt: skip
 
 
 def score(
