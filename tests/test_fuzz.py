@@ -235,6 +235,7 @@ def test_prompts_either_generate_or_give_a_clear_error(name, tiny_model, tmp_pat
         assert gallery[0].size == (32, 32)
     TRIED["prompts"] += 1
     out = tmp_path / "face.png"
+    before = _files(tmp_path)
     code = main(
         ["generate", "--model", str(tiny_model), "--prompt", prompt, "--out", str(out), "--steps", "1"]
     )
@@ -243,6 +244,7 @@ def test_prompts_either_generate_or_give_a_clear_error(name, tiny_model, tmp_pat
         assert not out.exists()
     else:
         assert Image.open(out).size == (32, 32)
+    assert _files(tmp_path) - before <= {out.relative_to(tmp_path)}  # nothing but the output
 
 
 def _copier(good, root, folders: dict):
@@ -281,6 +283,7 @@ def _model_folders(good, root) -> dict:
 
 def test_broken_model_folders_give_clear_errors(tiny_model, tmp_path, capsys):
     folders = _model_folders(tiny_model, tmp_path)
+    before = _files(tmp_path)
     for name, folder in folders.items():
         TRIED["model folders"] += 2
         with pytest.raises(CheckpointError) as error:
@@ -302,6 +305,7 @@ def test_broken_model_folders_give_clear_errors(tiny_model, tmp_path, capsys):
         assert main(["demo", "--model", str(folder), "--port", "1"]) == 2, name  # refused before serving
         _clear_error(capsys.readouterr().err)
         TRIED["model folders"] += 1
+    assert _files(tmp_path) == before  # no output, and the broken folders as they were
 
 
 def _data_folders(root) -> dict:
@@ -328,7 +332,9 @@ def _data_folders(root) -> dict:
 def test_broken_data_folders_give_clear_errors(tmp_path, capsys):
     from facemogle.data.folders import DatasetError, FaceMaskTextDataset
 
-    for name, folder in _data_folders(tmp_path).items():
+    folders = _data_folders(tmp_path)
+    before = _files(tmp_path)
+    for name, folder in folders.items():
         TRIED["data folders"] += 2
         with pytest.raises(DatasetError):
             FaceMaskTextDataset(folder, "all", resolution=32)
@@ -336,6 +342,10 @@ def test_broken_data_folders_give_clear_errors(tmp_path, capsys):
                      "--size", "tiny", "--resolution", "32", "--steps", "1", "--sample-every", "0"])  # fmt: skip
         assert code == 2, name
         _clear_error(capsys.readouterr().err)
+    written = _files(tmp_path) - before
+    assert all(path.parts[0] == "runs" for path in written), (
+        written
+    )  # at most the run folders, under --out's parent
 
 
 def test_report_the_number_of_inputs_tried():
