@@ -136,11 +136,14 @@ def run(
     return gallery, files, status
 
 
-def run_edit(pipe, face, source_labels, painted, operation, prompt, strength, steps, seed, *, folder: Path):
+def run_edit(
+    pipe, face, source_labels, painted, operation, prompt, region, strength, steps, seed, *, folder: Path
+):
     """Edit the loaded face; returns (gallery: source, masks, edit; downloadable files; status).
 
     face, source_labels: the face and its parsed mask (Load); painted: the mask canvas (the change, for a
-    mask edit); strength 0 takes the operation's default."""
+    mask edit); region: an attribute edit's classes, comma-separated ("" = from the prompt); strength 0
+    takes the operation's default."""
     from .edit import EditError
 
     if face is None or source_labels is None:
@@ -157,6 +160,7 @@ def run_edit(pipe, face, source_labels, painted, operation, prompt, strength, st
     try:
         result = pipe.edit(
             face, operation=kind, mask=mask, source_mask=source_labels, prompt=(prompt or "").strip() or None,
+            region=((region or "").strip() or None) if kind == "attribute" else None,
             strength=float(strength) or None, num_inference_steps=int(steps), seed=int(seed),
         )  # fmt: skip
     except EditError as error:
@@ -333,6 +337,10 @@ def build_app(pipe, parser=None):
                     operation = gr.Radio(
                         list(EDIT_OPERATIONS), value=next(iter(EDIT_OPERATIONS)), label="Edit"
                     )
+                    edit_region = gr.Textbox(
+                        label="Region (attribute edit; comma-separated classes, empty: from the prompt)",
+                        placeholder="e.g. hair",
+                    )
                     edit_prompt = gr.Textbox(
                         label="Prompt", placeholder="e.g. make the hair blond", elem_id="edit-prompt"
                     )
@@ -373,7 +381,17 @@ def build_app(pipe, parser=None):
         use_last.click(guarded(on_last_face), last_face, [face_state, face_labels, edit_canvas])
         edit_button.click(
             guarded(on_edit),
-            [face_state, face_labels, edit_canvas, operation, edit_prompt, strength, edit_steps, edit_seed],
+            [
+                face_state,
+                face_labels,
+                edit_canvas,
+                operation,
+                edit_prompt,
+                edit_region,
+                strength,
+                edit_steps,
+                edit_seed,
+            ],
             [edit_gallery, edit_files, edit_status],
         )
     app.queue(default_concurrency_limit=1, max_size=32)

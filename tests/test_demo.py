@@ -220,17 +220,21 @@ def test_the_edit_tab_edits_a_loaded_face_and_rejects_bad_requests(tmp_path):
     assert face.size == (64, 64) and labels.shape == (64, 64) and canvas["composite"].shape == (512, 512, 3)
     mask_edit, attribute, regenerate = EDIT_OPERATIONS
     painted = np.asarray(colorize(pair.target_labels).resize((512, 512), Image.NEAREST))
-    gallery, files, status = run_edit(pipe, face, pair.source_labels, {"composite": painted}, mask_edit, "", 0, 3, 1,
+    gallery, files, status = run_edit(pipe, face, pair.source_labels, {"composite": painted}, mask_edit, "", "", 0, 3, 1,
                                       folder=tmp_path)  # fmt: skip
     assert len(gallery) == 4 and "mask edit (blend, strength 1)" in status and Path(files[0]).is_file()
-    gallery, files2, status = run_edit(pipe, face, labels, canvas, regenerate, "", 0.5, 2, 2, folder=tmp_path)
+    gallery, files2, status = run_edit(
+        pipe, face, labels, canvas, regenerate, "", "", 0.5, 2, 2, folder=tmp_path
+    )
     assert "strength 0.5" in status and not Path(files[0]).exists() and Path(files2[0]).is_file()
     with pytest.raises(DemoInputError, match="Load a face first"):
-        run_edit(pipe, None, None, canvas, regenerate, "", 0, 2, 0, folder=tmp_path)
+        run_edit(pipe, None, None, canvas, regenerate, "", "", 0, 2, 0, folder=tmp_path)
     with pytest.raises(DemoInputError, match="canvas is empty"):
-        run_edit(pipe, face, labels, {"composite": np.zeros((512, 512, 3), np.uint8)}, mask_edit, "", 0, 2, 0,
+        run_edit(pipe, face, labels, {"composite": np.zeros((512, 512, 3), np.uint8)}, mask_edit, "", "", 0, 2, 0,
                  folder=tmp_path)  # fmt: skip
     with pytest.raises(DemoInputError, match="removals are mask edits"):
-        run_edit(pipe, face, labels, canvas, attribute, "remove the glasses", 0, 2, 0, folder=tmp_path)
+        run_edit(pipe, face, labels, canvas, attribute, "remove the glasses", "", 0, 2, 0, folder=tmp_path)
+    with pytest.raises(DemoInputError, match="Unknown class 'beard'"):
+        run_edit(pipe, face, labels, canvas, attribute, "blond", "beard", 0, 2, 0, folder=tmp_path)
     with pytest.raises(DemoInputError, match="Steps must be between"):
-        run_edit(pipe, face, labels, canvas, regenerate, "", 0, 500, 0, folder=tmp_path)
+        run_edit(pipe, face, labels, canvas, regenerate, "", "", 0, 500, 0, folder=tmp_path)

@@ -149,6 +149,7 @@ def read_generated(items: list[EvalItem], folder: Path) -> list[Image.Image]:
 def generate_all(pipe, items, modes, out: Path, settings: dict, rank: int, world_size: int) -> None:
     """Every mode's images, this process's share of them; the first process then waits (without a time
     limit) until the others' shares are on disk, and a process that fails stops the others."""
+
     def work() -> None:
         for mode in modes:
             generate(pipe, items, mode, out / mode, settings, rank, world_size)
