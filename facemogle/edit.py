@@ -48,9 +48,8 @@ DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit":
 REGENERATE_STRENGTH = 0.75
 GROW = 0.04  # the changed region grows by 4% of the side (≥ 1 pixel) before it is rounded up to tokens
 FEATHER = 0.015  # the paste-back blends over 1.5% of the side (≥ 1 pixel) each side of the region's edge
-SOURCE_TEXT_GUIDANCE = (
-    1.5  # FlowEdit's source branch: weak guidance (its authors' default), at most the target's
-)
+# FlowEdit's source branch: weak text guidance (its authors' default), at most the target's
+SOURCE_TEXT_GUIDANCE = 1.5
 
 _IDS = {name: i for i, name in enumerate(CLASSES)}
 EYES = ("left eye", "right eye")
@@ -212,7 +211,7 @@ def load_image(image, size: int) -> torch.Tensor:
 
 
 def _mask_at(mask: MaskSource, image_size: tuple[int, int], size: int, name: str) -> np.ndarray:
-    """A mask of the image's size and aspect, at the model's resolution."""
+    """A mask, which must have the image's size, at the model's resolution."""
     labels = load_mask(mask)
     if (labels.shape[1], labels.shape[0]) != tuple(image_size):
         raise EditError(
