@@ -373,11 +373,12 @@ COLUMNS = (("psnr_outside", "PSNR outside ↑"), ("ssim_outside", "SSIM outside 
 
 def edit_markdown(report: dict) -> str:
     lines = [
-        f"# Editing evaluation: {report['model']}",
+        f"# Editing evaluation: {'the shipped default model' if report['model'] == 'default' else report['model']}",
         "",
         f"SynthFace pairs (seed {report['pair_seed']}), {report['n_per_type']} per edit type, {report['steps']} "
         f"steps, seed {report['seed']}. In brackets: 95% bootstrap intervals over pairs. Fréchet: classifier "
-        "features of the edits vs the true edited faces B. Attribute accuracy: additions and changes only.",
+        "features of the edits vs the true edited faces B. Attribute accuracy: the classifier reads the changed "
+        "attribute as in B (the attribute edit makes additions and changes; removals are mask edits).",
         "",
         "| edit type | method | N | " + " | ".join(title for _, title in COLUMNS) + " | Fréchet ↓ |",
         "|---|---|---|" + "---|" * (len(COLUMNS) + 1),
