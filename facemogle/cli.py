@@ -189,7 +189,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_edit(args: argparse.Namespace) -> None:
     from .edit import load_image
     from .images import tensor_to_images
-    from .labels import colorize, save_mask
+    from .labels import colorize, resize_labels, save_mask
     from .parsing import load_parser
 
     out = Path(args.out)
@@ -219,7 +219,9 @@ def cmd_edit(args: argparse.Namespace) -> None:
         _save_image(image_grid([[p.resize(size, Image.NEAREST) for p in panels]]), grid_path)
         print(f"{grid_path} (source | source mask | target mask | region | edit)")
     if args.save_masks:
+        side = _photo_side(args.image)  # at the image's size, as `edit --mask` wants them
         for path, labels in zip(mask_paths, (result.source_labels, result.target_labels)):
+            labels = resize_labels(labels, side)
             atomic_write(path, lambda temporary, labels=labels: save_mask(labels, temporary))
             print(path)
 
@@ -284,9 +286,7 @@ def cmd_parse(args: argparse.Namespace) -> None:
         raise UsageError(f"{out}: masks are saved as label-index PNGs (.png).")
     _check_outputs([out], args.overwrite, inputs=[args.photo, args.parser])
     parser = load_parser(args.parser)
-    size = args.size or (
-        getattr(getattr(parser, "config", None), "resolution", None) or _photo_side(args.photo)
-    )
+    size = args.size or _photo_side(args.photo)  # the photo's size: the mask to repaint for `edit --mask`
     labels = parse_images(parser, load_image(args.photo, size), size)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda temporary: save_mask(labels, temporary))
@@ -311,7 +311,7 @@ def add_parse_parser(subparsers: argparse._SubParsersAction) -> None:
     pa.add_argument(
         "--parser", help="SegFormer folder or BiSeNet .pth (default: the shipped SynthFace parser)"
     )
-    pa.add_argument("--size", type=int, help="mask side (default: the shipped parser's, else the photo's)")
+    pa.add_argument("--size", type=int, help="mask side (default: the photo's, as `edit --mask` wants it)")
     pa.add_argument("--overwrite", action="store_true", help="replace an existing mask")
     pa.set_defaults(func=cmd_parse)
 
@@ -565,13 +565,17 @@ def _eval_edits(args: argparse.Namespace) -> None:
 def _process_state():
     """accelerate's view of this process (rank, count, device: the GPU when there is one), or None
     without accelerate (one process)."""
+    import os
+
     try:
         import torch
         from accelerate import PartialState
     except ImportError:
         return None
-    # without cpu=True, accelerate reads processes launched on a machine without a GPU as one process each
-    return PartialState(cpu=not torch.cuda.is_available())
+    # launched processes (torchrun sets LOCAL_RANK) on a machine without a GPU: accelerate reads each as a
+    # world of one unless cpu=True
+    launched_on_cpus = "LOCAL_RANK" in os.environ and not torch.cuda.is_available()
+    return PartialState(cpu=True) if launched_on_cpus else PartialState()
 
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -96,6 +96,10 @@ class EditError(ValueError):
     """An edit that cannot be made as asked; the message says what to pass instead."""
 
 
+class NoChangeError(EditError):
+    """An attribute edit whose target caption is the source's: there is nothing to change."""
+
+
 @dataclass
 class EditResult:
     """The edited faces and what produced them."""
@@ -163,19 +167,22 @@ def attribute_classes(prompt: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(classes))
 
 
-def names_hair(prompt: str) -> bool:
-    """Whether the prompt's colour and style words are about the hair ("red lipstick" is not)."""
-    return attribute_classes(prompt)[:1] == ("hair",) or "hair" in _words(prompt)
+def names_hair(prompt: str, classes: tuple[str, ...] | None = None) -> bool:
+    """Whether the prompt's colour and style words are about the hair ("red lipstick", "a black beard" or a
+    region without the hair are not)."""
+    classes = attribute_classes(prompt) if classes is None else classes
+    return "hair" in classes and ("hair" in _words(prompt) or classes == ("hair",))
 
 
 def asks_removal(prompt: str) -> bool:
     return bool(set(_words(prompt)) & set(REMOVAL_WORDS))
 
 
-def changed_attributes(source: dict, prompt: str) -> dict:
-    """The source's attributes with those an attribute prompt states changed (keywords of ATTRIBUTE_CHANGES)."""
+def changed_attributes(source: dict, prompt: str, classes: tuple[str, ...] | None = None) -> dict:
+    """The source's attributes with those an attribute prompt states changed (keywords of ATTRIBUTE_CHANGES);
+    classes: the edit's region (default: from the prompt)."""
     target = dict(source)
-    hair = names_hair(prompt)
+    hair = names_hair(prompt, classes)
     for word in _words(prompt):
         if word in ATTRIBUTE_CHANGES and (hair or word not in HAIR_WORDS):
             name, value = ATTRIBUTE_CHANGES[word]
@@ -377,9 +384,11 @@ def edit(
         if mask is not None:
             target_labels = _mask_at(mask, image_size, size, "mask")
         changed = np.ones_like(source_labels, dtype=bool)
-    source_prompt, target_prompt = _prompts(pipe, operation, z_pixels, prompt, source_prompt, classifier)
+    source_prompt, target_prompt = _prompts(
+        pipe, operation, z_pixels, prompt, source_prompt, classifier, classes
+    )
     if method == "flowedit" and source_prompt == target_prompt:
-        raise EditError(
+        raise NoChangeError(
             f"The edit changes nothing in the face's description ({source_prompt!r}): the face already reads so, "
             "or the prompt names no attribute the captions know; describe the target (source_prompt= / "
             "--source-prompt with prompt=) or use method 'sdedit'."
@@ -465,7 +474,7 @@ def _attribute_region(prompt: str | None, region) -> tuple[str, ...]:
     return classes
 
 
-def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier) -> tuple[str, str]:
+def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier, classes) -> tuple[str, str]:
     """(source prompt, target prompt). At the compact scale an attribute edit without a source prompt
     describes the classifier's reading of the face, and the target is that with the prompt's change."""
     prompt = prompt or ""
@@ -477,4 +486,4 @@ def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier) -> tupl
     classifier = classifier or load_evaluator("classifier")
     resolution = classifier.config.resolution
     reading = classifier.predict(F.interpolate(pixels, size=resolution, mode="bilinear", antialias=True))[0]
-    return describe(reading), describe(changed_attributes(reading, prompt))
+    return describe(reading), describe(changed_attributes(reading, prompt, classes))

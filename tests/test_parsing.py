@@ -106,6 +106,24 @@ def test_a_parser_file_of_another_kind_gets_a_clear_error(tmp_path, kind):
         load_parser(path if kind != "missing" else tmp_path / "nothing.pth")
 
 
+def test_a_parsed_photo_of_any_size_is_repainted_and_edited(tmp_path, capsys):
+    """parse gives the mask at the photo's size, which is what edit --mask (and --save-masks) take."""
+    from facemogle.data.pairs import make_pair
+    from facemogle.labels import save_mask
+
+    pair = make_pair(0, "hat", size=128)
+    pair.source.save(tmp_path / "face.png")
+    assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "mask.png")]) == 0
+    parsed = load_mask(tmp_path / "mask.png")
+    assert parsed.shape == (128, 128)
+    new = parsed.copy()
+    new[pair.target_labels == CLASSES.index("hat")] = CLASSES.index("hat")
+    save_mask(new, tmp_path / "new.png")
+    assert main(["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "new.png"), "--steps", "2",
+                 "--out", str(tmp_path / "edit.png"), "--save-masks"]) == 0  # fmt: skip
+    assert load_mask(tmp_path / "edit_target_mask.png").shape == (128, 128)
+
+
 def test_parse_cli_writes_a_label_png_and_refuses_to_overwrite(tmp_path, capsys):
     image, labels = make_face(27002)[:2]
     image.save(tmp_path / "face.png")

@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
-from ..edit import GROW, EditError, attribute_classes, class_region, feathered, token_region
+from ..edit import GROW, NoChangeError, attribute_classes, class_region, feathered, token_region
 from ..images import image_grid, images_to_tensor
 from ..io import atomic_write, read_json, run_share, write_json
 from ..labels import NUM_CLASSES
@@ -75,9 +75,7 @@ def edit_pair(pipe, pair: FacePair, name: str, seed: int, steps: int | None, par
         try:
             return pipe.edit(pair.source, prompt=pair.instruction, parser=parser, classifier=classifier,
                              **options).images[0]  # fmt: skip
-        except EditError as error:
-            if "changes nothing" not in str(error):
-                raise
+        except NoChangeError:
             return pair.source
     if options["operation"] == "mask":
         return pipe.edit(pair.source, mask=pair.target_labels, **options).images[0]
@@ -404,5 +402,5 @@ def _cell(row: dict, key: str) -> str:
         return "–"
     if np.isinf(value):
         return "∞ (identical)"
-    low, high = row[f"{key}_interval"]
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    low, high = (f"{bound:.3f}" if np.isfinite(bound) else "∞" for bound in row[f"{key}_interval"])
+    return f"{value:.3f} [{low}, {high}]"  # ∞: resamples of identical pairs only
