@@ -1,4 +1,6 @@
+import os
 import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -56,3 +58,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`torchrun` with two processes (one thread each) on a free port; its output captured."""
+    return subprocess.run(
+        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), *args],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
+    )  # fmt: skip

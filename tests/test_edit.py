@@ -319,20 +319,14 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
 @pytest.mark.slow
 def test_eval_task_edit_on_two_processes_gives_the_report_of_one(tmp_path):
     import json
-    import os
-    import subprocess
 
-    from conftest import free_port
+    from conftest import torchrun
 
     from facemogle.cli import main
 
     common = ["--task", "edit", "--n-per-type", "1", "--steps", "2"]
     assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
-    result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "eval",
-         *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )  # fmt: skip
+    result = torchrun("-m", "facemogle.cli", "eval", *common, "--out", str(tmp_path / "two"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two"))
     a, b = one["methods"]["mask edit"]["all"], two["methods"]["mask edit"]["all"]

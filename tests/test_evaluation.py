@@ -104,20 +104,13 @@ def _flat(tree, prefix=""):
 
 
 def test_eval_on_two_processes_gives_the_report_of_one(data, evaluators, tmp_path):
-    import os
-    import subprocess
-
-    from conftest import free_port
+    from conftest import torchrun
 
     assert main(["init-model", "--out", str(tmp_path / "model")]) == 0
     common = ["--model", str(tmp_path / "model"), "--data", str(data), "--num-items", "5", "--steps", "2",
               "--evaluators", str(evaluators), "--mode", "mask", "both"]  # fmt: skip
     assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
-    result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "eval",
-         *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )  # fmt: skip
+    result = torchrun("-m", "facemogle.cli", "eval", *common, "--out", str(tmp_path / "two"))
     assert result.returncode == 0, result.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "report.json").read_text())
     two = json.loads((tmp_path / "two" / "report.json").read_text())
@@ -176,19 +169,13 @@ def test_eval_images_of_several_modes_need_one_folder_per_mode(data, evaluators,
 def test_processes_launched_without_a_gpu_each_see_their_rank(tmp_path):
     """torchrun on CPUs: each process is one of two (accelerate needs cpu=True there; without it each
     process was a world of one, made every image, and the 2-process report still matched)."""
-    import os
-    import subprocess
-
-    from conftest import free_port
+    from conftest import torchrun
 
     script = tmp_path / "ranks.py"
     script.write_text(
         "import os, sys\nfrom facemogle.cli import _process_state\ns = _process_state()\n"
         "open(os.path.join(sys.argv[1], f'{s.process_index}.txt'), 'w').write(str(s.num_processes))\n"
     )
-    result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script), str(tmp_path)],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-    )  # fmt: skip
+    result = torchrun(str(script), str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name: p.read_text() for p in tmp_path.glob("*.txt")} == {"0.txt": "2", "1.txt": "2"}

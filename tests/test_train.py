@@ -2,12 +2,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import torchrun
 from safetensors.torch import load_file
 
 from facemogle.cli import main
@@ -241,12 +240,9 @@ def test_two_processes_match_one_process(tmp_path):
     common = ["--data", str(data), "--size", "tiny", "--resolution", "32", "--steps", "3", "--warmup", "50",
               "--lr", "0.05", "--log-every", "1", "--sample-every", "0", "--mixed-precision", "no"]  # fmt: skip
     train(config(data, tmp_path / "one", steps=3, warmup=50, lr=0.05))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
-         "--out", str(tmp_path / "two"), "--batch-size", "2", *common],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    result = torchrun(
+        "-m", "facemogle.cli", "train", "--out", str(tmp_path / "two"), "--batch-size", "2", *common
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-4
@@ -266,11 +262,10 @@ def test_every_process_stops_on_a_run_folder_it_cannot_use(data, tmp_path):
     """The main process checks the run folder; the others learn its verdict instead of waiting at a barrier
     (or being killed without the reason)."""
     train(config(data, tmp_path / "r", steps=1))  # a finished run, and no --overwrite
-    result = subprocess.run(
-        ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "facemogle.cli", "train",
-         "--data", str(data), "--out", str(tmp_path / "r"), "--size", "tiny", "--resolution", "32",
-         "--batch-size", "2", "--steps", "1", "--sample-every", "0", "--mixed-precision", "no"],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    result = torchrun(
+        "-m", "facemogle.cli", "train", "--data", str(data), "--out", str(tmp_path / "r"), "--size", "tiny",
+        "--resolution", "32", "--batch-size", "2", "--steps", "1", "--sample-every", "0", "--mixed-precision", "no",
+        timeout=120,
     )  # fmt: skip
     assert result.returncode != 0
     assert result.stderr.count("error: " + str(tmp_path / "r") + " holds a finished run") == 2, result.stderr[
