@@ -187,8 +187,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
-    from .edit import load_image
-    from .images import tensor_to_images
+    from .edit import open_face
     from .labels import colorize, resize_labels, save_mask
     from .parsing import load_parser
 
@@ -198,10 +197,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
     mask_paths = [out.with_name(f"{out.stem}_{name}.png") for name in ("source_mask", "target_mask")]
     outputs = [out] + [grid_path] * args.grid + mask_paths * args.save_masks
     _check_outputs(outputs, args.overwrite, inputs=[args.image, args.mask, args.source_mask, args.parser])
+    face = open_face(args.image)  # read once, and checked before the model loads
     pipe = _load_pipeline(args, args.device)
     parser = load_parser(args.parser) if args.parser else None
     result = pipe.edit(
-        args.image, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
+        face, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
         source_prompt=args.source_prompt, region=args.region, method=args.method, strength=args.strength,
         seed=args.seed, num_inference_steps=args.steps, text_guidance=args.text_guidance,
         mask_guidance=args.mask_guidance, parser=parser,
@@ -214,14 +214,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
     if args.grid:
         size = result.images[0].size
         region = Image.fromarray((result.region * 255).round().astype("uint8")).convert("RGB")
-        panels = [tensor_to_images(load_image(args.image, size[0]))[0], colorize(result.source_labels),
+        panels = [face.resize(size, Image.BICUBIC), colorize(result.source_labels),
                   colorize(result.target_labels), region, result.images[0]]  # fmt: skip
         _save_image(image_grid([[p.resize(size, Image.NEAREST) for p in panels]]), grid_path)
         print(f"{grid_path} (source | source mask | target mask | region | edit)")
     if args.save_masks:
-        side = _photo_side(args.image)  # at the image's size, as `edit --mask` wants them
         for path, labels in zip(mask_paths, (result.source_labels, result.target_labels)):
-            labels = resize_labels(labels, side)
+            labels = resize_labels(labels, face.width)  # at the image's size, as `edit --mask` wants them
             atomic_write(path, lambda temporary, labels=labels: save_mask(labels, temporary))
             print(path)
 
@@ -233,7 +232,7 @@ def _save_image(image: Image.Image, path: Path) -> None:
 
 
 def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .edit import ATTRIBUTE_REGIONS, DEFAULT_METHOD, DEFAULT_STRENGTH, REGENERATE_STRENGTH
+    from .edit import ATTRIBUTE_REGIONS, DEFAULT_STRENGTH, METHODS, OPERATIONS, REGENERATE_STRENGTH
 
     ed = subparsers.add_parser(
         "edit", help="edit a face: change its mask, one attribute, or regenerate it keeping the layout",
@@ -247,7 +246,7 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     ed.add_argument("--image", required=True, help="the face to edit (PNG, JPEG or WEBP, square)")
     ed.add_argument("--out", required=True, help="the edited image (.png, .jpg, .webp)")
-    ed.add_argument("--op", choices=list(DEFAULT_METHOD), help="mask, attribute or regenerate")
+    ed.add_argument("--op", choices=list(OPERATIONS), help="mask, attribute or regenerate")
     ed.add_argument("--mask", help="mask edit: the new mask (label PNG or palette-coloured)")
     ed.add_argument("--source-mask", help="the image's mask (default: the image parsed)")
     ed.add_argument("--prompt", help="attribute edit: what to change; regenerate/mask: the text condition")
@@ -259,7 +258,9 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
         + "; ".join(f"{'/'.join(k[:2])} → {', '.join(v)}" for k, v in list(ATTRIBUTE_REGIONS.items())[:4]) + "; …)",
     )  # fmt: skip
     ed.add_argument(
-        "--method", choices=["blend", "flowedit", "inversion", "sdedit"], help="default: the operation's"
+        "--method",
+        choices=sorted({m for methods in METHODS.values() for m in methods}),
+        help="default: the operation's",
     )
     ed.add_argument("--strength", type=float, help="the start time t_s in (0, 1] (default: the method's)")
     ed.add_argument("--seed", type=int, default=0)
@@ -277,7 +278,8 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_parse(args: argparse.Namespace) -> None:
-    from .edit import load_image
+    from .edit import open_face
+    from .images import images_to_tensor
     from .labels import save_mask
     from .parsing import load_parser, parse_images
 
@@ -285,18 +287,13 @@ def cmd_parse(args: argparse.Namespace) -> None:
     if out.suffix.lower() != ".png":
         raise UsageError(f"{out}: masks are saved as label-index PNGs (.png).")
     _check_outputs([out], args.overwrite, inputs=[args.photo, args.parser])
+    photo = open_face(args.photo)
     parser = load_parser(args.parser)
-    size = args.size or _photo_side(args.photo)  # the photo's size: the mask to repaint for `edit --mask`
-    labels = parse_images(parser, load_image(args.photo, size), size)[0]
+    size = args.size or photo.width  # the photo's size: the mask to repaint for `edit --mask`
+    labels = parse_images(parser, images_to_tensor([photo], size), size)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda temporary: save_mask(labels, temporary))
     print(f"{out} ({size}×{size} label map)")
-
-
-def _photo_side(path) -> int:
-    from .edit import open_face
-
-    return open_face(path).width
 
 
 def add_parse_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -116,7 +116,8 @@ def generate_edits(
         write_json(record, settings, indent=None)
     names = [n for n in (*METHODS, *REFERENCES) if n != "nothing"]
     jobs = [(name, k) for name in names for k in range(len(pairs)) if applies(name, pairs[k])]
-    paths = [out / _folder(name) / f"{_stem(pairs, k)}.png" for name, k in jobs]
+    stems = _stems(pairs)
+    paths = [out / _folder(name) / f"{stems[k]}.png" for name, k in jobs]
 
     def work() -> None:
         for (name, k), path in tqdm(list(zip(jobs, paths))[rank::world_size], desc="editing", unit="image",
@@ -136,15 +137,20 @@ def _folder(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def _stem(pairs: list[FacePair], k: int) -> str:
-    per_type = sum(p.edit_type == pairs[k].edit_type for p in pairs[:k])
-    return f"{pairs[k].edit_type}_{per_type}"
+def _stems(pairs: list[FacePair]) -> list[str]:
+    """Each pair's file stem, {type}_{its index among the pairs of that type}."""
+    seen: dict[str, int] = {}
+    stems = []
+    for pair in pairs:
+        stems.append(f"{pair.edit_type}_{seen.get(pair.edit_type, 0)}")
+        seen[pair.edit_type] = seen.get(pair.edit_type, 0) + 1
+    return stems
 
 
 def read_edits(pairs: list[FacePair], out: Path, name: str) -> list[Image.Image | None]:
     if name == "nothing":
         return [p.source for p in pairs]
-    paths = [out / _folder(name) / f"{_stem(pairs, k)}.png" for k in range(len(pairs))]
+    paths = [out / _folder(name) / f"{stem}.png" for stem in _stems(pairs)]
     return [Image.open(p).convert("RGB") if p.exists() else None for p in paths]
 
 
@@ -254,11 +260,14 @@ def score_method(images, pairs, parser, classifier, patch: int, name: str, reali
     parsed = parse_images(parser, images_to_tensor([im for im, _ in kept], parser.config.resolution), side)
     readings = [r for chunk in batch.split(64) for r in classifier.predict(chunk)]
     sources = classifier.predict(images_to_tensor([p.source for p in used], classifier.config.resolution))
+    kept_regions = [outside(p, patch) for p in used]
     per = {
         "outside": np.stack(
-            [squared_error(e, np.asarray(p.source), outside(p, patch)) for e, p in zip(edits, used)]
+            [squared_error(e, np.asarray(p.source), o) for e, p, o in zip(edits, used, kept_regions)]
         ),
-        "ssim": np.array([[ssim_map(e, p.source)[outside(p, patch)].mean(), 1] for e, p in zip(edits, used)]),
+        "ssim": np.array(
+            [[ssim_map(e, p.source)[o].mean(), 1] for e, p, o in zip(edits, used, kept_regions)]
+        ),
         "overlap": np.stack([class_overlap(m, p) for m, p in zip(parsed, used)]),
         "attribute": np.array(
             [[r.get(p.attribute) == p.value, 1] for r, p in zip(readings, used)],
