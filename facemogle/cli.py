@@ -84,10 +84,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     pipe = _load_pipeline(args, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        sampling = _sampling_overrides(args)
         images = pipe(
-            prompt=args.prompt, mask=args.mask, num_inference_steps=args.steps, text_guidance=args.text_guidance,
-            mask_guidance=args.mask_guidance, seed=args.seed, num_images=args.num_images, sampler=args.sampler,
-            fit=args.fit, progress=True, text_only=args.text_only,
+            prompt=args.prompt, mask=args.mask, num_inference_steps=sampling.pop("steps"), seed=args.seed,
+            num_images=args.num_images, fit=args.fit, progress=True, text_only=args.text_only, **sampling,
         )  # fmt: skip
     for warning in caught:
         print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
@@ -153,6 +153,19 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--text-guidance", type=float, help="1 = none (default: the model's)")
     parser.add_argument("--mask-guidance", type=float, help="1 = none (default: the model's)")
+    parser.add_argument("--sampler", choices=["euler", "heun"], help="default: the model's")
+    for term in ("text", "mask"):
+        parser.add_argument(
+            f"--{term}-interval", type=float, nargs=2, metavar=("LO", "HI"),
+            help=f"{term} guidance only at times LO ≤ t ≤ HI (t = 1: noise; default: the model's, 0 1 for "
+            "the shipped model)",
+        )  # fmt: skip
+
+
+def _sampling_overrides(args: argparse.Namespace) -> dict:
+    """The sampling settings given on the command line (None: the model's)."""
+    return {"steps": args.steps, "text_guidance": args.text_guidance, "mask_guidance": args.mask_guidance,
+            "sampler": args.sampler, "text_interval": args.text_interval, "mask_interval": args.mask_interval}  # fmt: skip
 
 
 def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -171,7 +184,6 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling_options(gen)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-images", type=int, default=1)
-    gen.add_argument("--sampler", choices=["euler", "heun"], help="default: the model's")
     gen.add_argument(
         "--text-only", choices=list(TEXT_ONLY_MODES),
         help="text → face: 'dropped' (no mask stream) or 'background' (an all-background mask, as the "
@@ -200,11 +212,11 @@ def cmd_edit(args: argparse.Namespace) -> None:
     face = open_face(args.image)  # read once, and checked before the model loads
     pipe = _load_pipeline(args, args.device)
     parser = load_parser(args.parser) if args.parser else None
+    sampling = _sampling_overrides(args)
     result = pipe.edit(
         face, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
         source_prompt=args.source_prompt, region=args.region, method=args.method, strength=args.strength,
-        seed=args.seed, num_inference_steps=args.steps, text_guidance=args.text_guidance,
-        mask_guidance=args.mask_guidance, parser=parser,
+        seed=args.seed, num_inference_steps=sampling.pop("steps"), parser=parser, **sampling,
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_image(result.images[0], out)
@@ -526,9 +538,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         loaded = f"{pipe.model.transformer.dtype}, {args.quantize or 'not quantized'}, {pipe.device.type}"
         fingerprint = f"{model_fingerprint(args.model)} ({loaded}{', VAE tiles' if args.vae_tiling else ''})"
     report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
-                      modes=tuple(args.mode), split=args.split, n=args.n, steps=args.steps, seed=args.seed,
-                      paper=paper, text_guidance=args.text_guidance, mask_guidance=args.mask_guidance,
-                      fingerprint=fingerprint, rank=state.process_index if state else 0,
+                      modes=tuple(args.mode), split=args.split, n=args.n, seed=args.seed, paper=paper,
+                      sampling=_sampling_overrides(args), fingerprint=fingerprint, rank=state.process_index if state else 0,
                       world_size=state.num_processes if state else 1)  # fmt: skip
     if report is not None:
         print((Path(args.out) / "report.md").read_text())

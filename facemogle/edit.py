@@ -340,6 +340,9 @@ def edit(
     num_inference_steps: int | None = None,
     text_guidance: float | None = None,
     mask_guidance: float | None = None,
+    sampler: str | None = None,
+    text_interval: tuple[float, float] | None = None,
+    mask_interval: tuple[float, float] | None = None,
     parser=None,
     classifier=None,
     autocast: bool | None = None,
@@ -361,8 +364,9 @@ def edit(
     image_size = face.size
     z_pixels = images_to_tensor([face], size)  # [1, 3, R, R] in [-1, 1]
     sampling = pipe.config.sampling.override(
-        steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance
-    )
+        steps=num_inference_steps, text_guidance=text_guidance, mask_guidance=mask_guidance, sampler=sampler,
+        text_interval=text_interval, mask_interval=mask_interval,
+    )  # fmt: skip
     pipe._check_inputs(prompt, None, sampling.steps, num_images, True, "pil")
     # 2. The source's mask and caption; the target condition and the region
     source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
@@ -413,6 +417,7 @@ def edit(
             sampling.mask_guidance,
             num_images,
             (rows, cols),
+            sampling=sampling,
         )
         if method == "flowedit":
             source = pipe.velocity(
@@ -422,6 +427,7 @@ def edit(
                 sampling.mask_guidance,
                 num_images,
                 (rows, cols),
+                sampling=sampling,
             )
             tokens = flow_edit(target, source, z0, grid, weights, generator)
         else:

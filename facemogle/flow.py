@@ -30,8 +30,14 @@ class SamplingDefaults:
     # text → face: "dropped" leaves the mask stream out (a model trained with mask dropout);
     # "background" conditions on an all-background mask (the authors' demo; their LoRA never saw no mask)
     text_only: str = "dropped"
+    # guidance intervals: each guidance term applies at times lo ≤ t ≤ hi only (t = 1 noise), with scale 1
+    # (no extra branch) elsewhere; (0, 1): at every step
+    text_interval: tuple[float, float] = (0.0, 1.0)
+    mask_interval: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
+        self.text_interval = _interval(self.text_interval, "text_interval")
+        self.mask_interval = _interval(self.mask_interval, "mask_interval")
         if self.text_only not in TEXT_ONLY_MODES:
             raise ValueError(f"text_only must be one of {TEXT_ONLY_MODES}, got {self.text_only!r}.")
         if self.sampler not in ("euler", "heun"):
@@ -42,14 +48,36 @@ class SamplingDefaults:
         return dataclasses.replace(self, **{k: v for k, v in settings.items() if v is not None})
 
 
+def _interval(value, name: str) -> tuple[float, float]:
+    """A guidance interval (lo, hi) with 0 ≤ lo ≤ hi ≤ 1 (a JSON config gives a list)."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two times (lo, hi) in [0, 1], got {value!r}.") from None
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"{name} must satisfy 0 ≤ lo ≤ hi ≤ 1, got ({low}, {high}).")
+    return low, high
+
+
+def inside(t: float, interval: tuple[float, float]) -> bool:
+    return interval[0] <= t <= interval[1]
+
+
 # The authors' sampler for FLUX.1-dev + their LoRA: 28 Euler steps, no classifier-free guidance (one
 # transformer row per step; FLUX's guidance embedding, 3.5, is the model config's `guidance`).
 AUTHORS_SAMPLING = SamplingDefaults(steps=28, text_guidance=1.0, mask_guidance=1.0, text_only="background")
 
 
-def sample_time(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Logit-normal training times: t = sigmoid(n), n ~ N(0, 1)."""
-    return torch.sigmoid(torch.randn(batch, generator=generator, device=device))
+def sample_time(
+    batch: int, generator: torch.Generator | None = None, device=None, shift: float = 1.0
+) -> torch.Tensor:
+    """Logit-normal training times t = sigmoid(n), n ~ N(0, 1), warped by `shift` as `time_grid` warps."""
+    return warp_time(torch.sigmoid(torch.randn(batch, generator=generator, device=device)), shift)
+
+
+def warp_time(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """t' = shift·t / (1 + (shift − 1)·t): shift > 1 moves times towards noise (SD3's resolution shift)."""
+    return shift * t / (1 + (shift - 1) * t)
 
 
 def noisy_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -84,8 +112,7 @@ def time_shift(num_tokens: int) -> float:
 
 def time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
     """steps + 1 times from 1 to 0, warped by t' = shift·t / (1 + (shift − 1)·t) (more steps at high noise)."""
-    t = torch.linspace(1.0, 0.0, steps + 1)
-    return shift * t / (1 + (shift - 1) * t)
+    return warp_time(torch.linspace(1.0, 0.0, steps + 1), shift)
 
 
 def sample_ode(

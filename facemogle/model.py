@@ -16,6 +16,11 @@ from .text import TextEmbedding
 from .transformer import AttentionOptions, ConditionedFlux, StepConstants, image_ids, text_ids
 
 
+PREDICTIONS = ("velocity", "x")
+# x-prediction's velocity (x_t − x̂0) / t divides by at least this time (as JiT clips it)
+MIN_X_TIME = 0.05
+
+
 @dataclass
 class FaceMoGLEConfig:
     """Everything needed to rebuild the compact model; saved as config.json beside its weights."""
@@ -30,6 +35,9 @@ class FaceMoGLEConfig:
     max_text_tokens: int = 48
     text_dim: int = 384
     pooled_dim: int = 384
+    # what the transformer outputs: "velocity" (ε − x0) or "x" (the clean image, turned into a velocity
+    # before the loss and the sampler: x-prediction with a velocity loss)
+    prediction: str = "velocity"
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -38,6 +46,8 @@ class FaceMoGLEConfig:
             self.mogle = MoGLEConfig(**self.mogle)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingDefaults(**self.sampling)
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}.")
         if self.resolution % self.patch_size:
             raise ValueError(
                 f"resolution {self.resolution} is not a multiple of patch_size {self.patch_size}."
@@ -108,6 +118,7 @@ class Denoiser(nn.Module):
     resolution: int
     patch_size: int
     token_dim: int
+    prediction: str = "velocity"
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] → tokens [B, N, C]."""
@@ -198,10 +209,15 @@ class Denoiser(nn.Module):
             condition_tokens = self.mogle.mix(
                 condition.hidden, condition.global_tokens, noisy_tokens.to(self.mogle_dtype), t
             )  # [B, N, C]
-        return self.transformer(
+        output = self.transformer(
             noisy_tokens, t, text.tokens, text.pooled, None, None, condition_tokens=condition_tokens,
             guidance=self.guidance(noisy_tokens.shape[0], noisy_tokens.device), constants=constants,
         )  # fmt: skip
+        if self.prediction == "velocity":
+            return output
+        # x-prediction: v = (x_t − x̂0) / t, as x_t = x0 + t·v
+        time = t.float().clamp(min=MIN_X_TIME).view(-1, 1, 1)
+        return ((noisy_tokens.float() - output.float()) / time).to(output.dtype)
 
     def loss(
         self,
@@ -241,6 +257,7 @@ class FaceMoGLEModel(Denoiser):
             config.patch_size,
             config.token_dim,
         )
+        self.prediction = config.prediction
         flux = FluxTransformer2DModel(
             patch_size=1,
             in_channels=config.token_dim,
@@ -284,13 +301,16 @@ class StepRandomness:
         batch: int,
         token_shape: tuple[int, int],
         dropout: ModalityDropout | None = None,
+        shift: float = 1.0,
     ) -> StepRandomness:
-        """Draws that depend only on (seed, step), so any process can take its slice of the global batch."""
+        """Draws that depend only on (seed, step), so any process can take its slice of the global batch.
+
+        shift: training times warped towards noise as the sampler's grid is (1: logit-normal as drawn)."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         keep_text, keep_mask, keep_local = (dropout or ModalityDropout()).sample(
             batch, NUM_CLASSES, generator
         )
-        t = sample_time(batch, generator)
+        t = sample_time(batch, generator, shift=shift)
         noise = torch.randn(batch, *token_shape, generator=generator)
         return cls(noise, t, keep_text, keep_mask, keep_local)
 

@@ -17,8 +17,10 @@ from PIL import Image
 
 from .edit import EditResult, edit
 from .flow import (
+    SamplingDefaults,
     combine_guidance,
     guidance_branches,
+    inside,
     sample_ode,
     time_grid,
     time_shift,
@@ -249,6 +251,8 @@ class FaceMoGLEPipeline:
         progress: bool = False,
         unconditional: bool = False,
         text_only: str | None = None,
+        text_interval: tuple[float, float] | None = None,
+        mask_interval: tuple[float, float] | None = None,
         generator: torch.Generator | None = None,
         callback_on_step_end: Callable | None = None,
         output_type: str = "pil",
@@ -259,9 +263,11 @@ class FaceMoGLEPipeline:
         mask: a label map or colour mask in any form `load_mask` reads; another size is resized
         (nearest neighbour) with a warning; a non-square one needs fit="crop" or "pad".
         num_inference_steps, text_guidance, mask_guidance (separate classifier-free guidance scales,
-            1 = none), sampler and text_only ("dropped": no mask stream; "background": an all-background
-            mask) default to the model's `config.sampling` (compact: 20 Euler steps, guidance 4 / 1.5;
-            full scale: the authors' 28 Euler steps without classifier-free guidance).
+            1 = none), their time intervals text_interval and mask_interval ((lo, hi): the term applies at
+            lo ≤ t ≤ hi, t = 1 being noise), sampler and text_only ("dropped": no mask stream;
+            "background": an all-background mask) default to the model's `config.sampling` (compact: 20
+            Euler steps, guidance 4 / 1.5 at every step; full scale: the authors' 28 Euler steps without
+            classifier-free guidance).
         generator: a torch.Generator for the noise (then seed is not used).
         callback_on_step_end(pipe, step, t, {"latents": x}) → dict: called after each step; a "latents"
             entry it returns replaces x (diffusers' convention).
@@ -272,7 +278,8 @@ class FaceMoGLEPipeline:
         # 1. Check inputs; fill what the caller left out from the model's sampling defaults
         sampling = self.config.sampling.override(
             steps=num_inference_steps, sampler=sampler, text_guidance=text_guidance,
-            mask_guidance=mask_guidance, text_only=text_only,
+            mask_guidance=mask_guidance, text_only=text_only, text_interval=text_interval,
+            mask_interval=mask_interval,
         )  # fmt: skip
         steps = sampling.steps
         self._check_inputs(prompt, mask, steps, num_images, unconditional, output_type)
@@ -294,7 +301,7 @@ class FaceMoGLEPipeline:
             # 3. Encode the prompt and the mask once; build the per-step constants once
             velocity = self.velocity(
                 prompt or "", labels, *scales, num_images, (rows, cols),
-                AttentionOptions(condition_strength=condition_strength),
+                AttentionOptions(condition_strength=condition_strength), sampling,
             )  # fmt: skip
             # 4. Denoise
             tokens = sample_ode(
@@ -339,42 +346,33 @@ class FaceMoGLEPipeline:
         num_images: int,
         grid: tuple[int, int],
         attention: AttentionOptions | None = None,
+        sampling: SamplingDefaults | None = None,
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The guided velocity v(x, t) of one condition (prompt, "" for none; label map or None), for the
-        sampler and for editing: all guidance branches in one batched forward, per-step constants built once."""
-        has_text = bool(prompt and prompt.strip())
-        scales = (text_guidance, mask_guidance)
-        branches = guidance_branches(has_text, labels is not None, *scales)
-        return self._guided_velocity(
-            prompt if has_text else "",
-            labels,
-            branches,
-            num_images,
-            scales,
-            attention or AttentionOptions(),
-            grid,
-        )
-
-    def _guided_velocity(self, prompt, labels, branches, num_images, scales, attention, grid):
-        has_text, has_mask = branches[0]
-        texts = self.text_encoder.encode([prompt, ""]).to(self.device)
-        text = _stack_texts([_row(texts, 0 if use_text else 1) for use_text, _ in branches], num_images)
-        condition = present = None
+        sampler and for editing. Each guidance term applies inside its interval of `sampling` (default the
+        model's); the branches a step needs run as one forward with the mask stream and one without it (no
+        condition tokens there at all), each with per-step constants built once."""
+        sampling = sampling or self.config.sampling
+        has_text, has_mask = bool(prompt and prompt.strip()), labels is not None
+        texts = self.text_encoder.encode([prompt if has_text else "", ""]).to(self.device)
+        condition = None
         if has_mask:
-            one = self.model.encode_condition(
+            condition = self.model.encode_condition(
                 torch.from_numpy(np.array(labels, dtype=np.int64))[None].to(self.device)
             )
-            condition = one.repeat(num_images * len(branches))
-            present = torch.tensor(
-                [use_mask for _, use_mask in branches], device=self.device
-            ).repeat_interleave(num_images)
-        constants = self.model.step_constants(text, has_mask, present, attention, grid)
+        run = _BranchRunner(self.model, texts, condition, num_images, attention or AttentionOptions(), grid)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            k = len(branches)
-            v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, constants=constants)
-            predictions = dict(zip(branches, v.float().chunk(k)))
-            return combine_guidance(predictions, has_text, has_mask, scales[0], scales[1])
+            time = float(t[0])
+            text_scale = text_guidance if inside(time, sampling.text_interval) else 1.0
+            mask_scale = mask_guidance if inside(time, sampling.mask_interval) else 1.0
+            branches = guidance_branches(has_text, has_mask, text_scale, mask_scale)
+            predictions = {}
+            for use_mask in (True, False):
+                group = tuple(b for b in branches if b[1] == use_mask)
+                if group:
+                    predictions.update(run(group, x, t))
+            return combine_guidance(predictions, has_text, has_mask, text_scale, mask_scale)
 
         return velocity
 
@@ -520,3 +518,31 @@ def load_weights(model: FaceMoGLEModel, path: Path) -> None:
             "The weights and the config must come from the same model."
         )
     model.load_state_dict(state)
+
+
+class _BranchRunner:
+    """Runs guidance branches that share their mask use (all with the mask stream, or all without) as one
+    batched forward; each set of branches gets its texts, condition rows and step constants once."""
+
+    def __init__(self, model: Denoiser, texts: TextEmbedding, condition, num_images: int, attention, grid):
+        self.model, self.texts, self.condition = model, texts, condition
+        self.num_images, self.attention, self.grid = num_images, attention, grid
+        self.prepared: dict[tuple, tuple] = {}
+
+    def __call__(
+        self, branches: tuple[tuple[bool, bool], ...], x: torch.Tensor, t: torch.Tensor
+    ) -> dict[tuple[bool, bool], torch.Tensor]:
+        if branches not in self.prepared:
+            self.prepared[branches] = self._prepare(branches)
+        text, condition, constants = self.prepared[branches]
+        k = len(branches)
+        v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, constants=constants)  # [k·B, N, C]
+        return dict(zip(branches, v.float().chunk(k)))
+
+    def _prepare(self, branches):
+        n = self.num_images
+        text = _stack_texts([_row(self.texts, 0 if use_text else 1) for use_text, _ in branches], n)
+        with_mask = branches[0][1]
+        condition = self.condition.repeat(n * len(branches)) if with_mask else None
+        constants = self.model.step_constants(text, with_mask, None, self.attention, self.grid)
+        return text, condition, constants

@@ -53,6 +53,12 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     low, high = report["modes"]["both"]["mask"]["miou_interval"]
     assert low <= report["modes"]["both"]["mask"]["miou"] <= high
     assert f"[{low:.3f}, {high:.3f}]" in (tmp_path / "ev" / "report.md").read_text()
+    grid = report["modes"]["mask"]["patch_grid"]  # on the model's 32² images: patch sizes 2–16
+    assert set(grid["by_patch"]) == {str(p) for p in range(2, 17)} and grid["worst"] == max(
+        grid["by_patch"].values()
+    )
+    assert f"{grid['worst']:.3f} @{grid['worst_patch']}" in (tmp_path / "ev" / "report.md").read_text()
+    assert report["reference"]["patch_grid"]["worst"] > 0
     assert (tmp_path / "ev" / "grid.png").exists()
     first = sorted(p.stat().st_mtime_ns for p in (tmp_path / "ev" / "both").iterdir())
     assert main(args) == 0  # a second run reuses the generated images

@@ -33,6 +33,15 @@ def test_training_times_are_logit_normal():
     assert abs(torch.logit(t).std().item() - 1.0) < 0.02
 
 
+def test_training_times_shift_towards_noise_as_the_grid_does():
+    plain = sample_time(20000, torch.Generator().manual_seed(0))
+    shifted = sample_time(20000, torch.Generator().manual_seed(0), shift=2.0)
+    torch.testing.assert_close(shifted, 2 * plain / (1 + plain))  # the same draws, warped
+    assert shifted.mean() > plain.mean() + 0.1 and 0 < shifted.min() and shifted.max() < 1
+    grid = time_grid(8, shift=2.0)
+    torch.testing.assert_close(grid, 2 * time_grid(8) / (1 + time_grid(8)))
+
+
 def test_time_grid():
     grid = time_grid(10, shift=3.0)
     assert grid[0] == 1 and grid[-1] == 0 and len(grid) == 11

@@ -98,3 +98,25 @@ def test_kid_is_unbiased_on_shuffled_halves():
     assert abs(mean) < 3 * std + 1e-3
     far, _ = kernel_distance(x[:1000], x[1000:] + 1, subsets=5, subset_size=500)
     assert far > 10 * abs(mean)
+
+
+def test_patch_grid_score_finds_the_patch_size_of_a_blocky_image():
+    import torch
+
+    from facemogle.metrics.patch_grid import patch_grid_score
+
+    generator = torch.Generator().manual_seed(0)
+    blocks = torch.rand(6, 3, 16, 16, generator=generator)  # 4×4-pixel patches of constant colour …
+    blocky = blocks.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    blocky = blocky + 0.01 * torch.rand(blocky.shape, generator=generator)  # … and a little noise
+    score = patch_grid_score(blocky)
+    assert score["worst_patch"] == 4 and score["worst"] > 10
+    assert score["interval"][0] <= score["worst"] <= score["interval"][1]
+    assert score["by_patch"]["4"] > score["by_patch"]["2"] > score["by_patch"]["3"]
+    smooth = torch.linspace(-1, 1, 64).expand(6, 3, 64, 64)  # a ramp: every neighbour pair differs alike
+    assert patch_grid_score(smooth)["worst"] == pytest.approx(1.0)
+    noise = torch.rand(6, 3, 64, 64, generator=generator)
+    assert abs(patch_grid_score(noise)["worst"] - 1) < 0.1
+    assert patch_grid_score(torch.rand(2, 3, 8, 8))["by_patch"].keys() == {"2", "3", "4"}
+    with pytest.raises(ValueError, match="at least 4×4"):
+        patch_grid_score(torch.rand(2, 3, 3, 3))

@@ -32,31 +32,92 @@ def test_determinism_by_seed(tiny_pipe):
     assert np.abs(a - c).max() > 0
 
 
+def _spy_forward(model, calls):
+    """Record (rows, with the mask stream) of every denoiser forward."""
+    original = model.forward
+
+    def spy(noisy, t, text, condition=None, *args, **kwargs):
+        calls.append((noisy.shape[0], condition is not None))
+        return original(noisy, t, text, condition, *args, **kwargs)
+
+    model.forward = spy
+
+
 def test_guidance_of_one_equals_plain_conditional_prediction(tiny_pipe):
     labels = face_like_labels(32)
     calls = []
     model = tiny_pipe.model
-    original = model.forward
-
-    def spy(noisy, *args, **kwargs):
-        calls.append(noisy.shape[0])
-        return original(noisy, *args, **kwargs)
-
-    model.forward = spy
+    _spy_forward(model, calls)
     try:
         tiny_pipe(prompt="a woman", mask=labels, num_inference_steps=2, text_guidance=1.0, mask_guidance=1.0)
-        assert calls == [1, 1]  # one branch only
+        assert calls == [(1, True)] * 2  # one branch only
         calls.clear()
         tiny_pipe(prompt="a woman", mask=labels, num_inference_steps=2, text_guidance=2.0, mask_guidance=2.0)
-        assert calls == [3, 3]  # three branches in one batched forward
+        # per step: (text, mask) and (∅, mask) in one forward, (∅, ∅) without condition tokens
+        assert calls == [(2, True), (1, False)] * 2
     finally:
         del model.forward
     # with scales 1 the guided velocity is the conditional one
     texts = tiny_pipe.text_encoder.encode(["a woman"])
     cond = model.encode_condition(torch.as_tensor(labels)[None])
     x, t = torch.randn(1, 64, 48), torch.tensor([0.7])
-    velocity = tiny_pipe._guided_velocity("a woman", labels, [(True, True)], 1, (1.0, 1.0), None, (8, 8))
+    velocity = tiny_pipe.velocity("a woman", labels, 1.0, 1.0, 1, (8, 8))
     torch.testing.assert_close(velocity(x, t), model(x, t, texts, cond), atol=1e-5, rtol=1e-5)
+
+
+def test_branches_without_the_mask_skip_its_tokens_with_the_same_velocity(tiny_pipe):
+    """The no-mask branch used to carry the condition tokens, hidden by the attention bias: dropping them
+    changes nothing but the work (2 images, all three branches)."""
+    from facemogle.flow import combine_guidance
+
+    model, labels = tiny_pipe.model, face_like_labels(32)
+    texts = tiny_pipe.text_encoder.encode(["a woman", "", ""])
+    branches = [(True, True), (False, True), (False, False)]
+    x, t = torch.randn(2, 64, 48), torch.tensor([0.6, 0.6])
+    hidden = model(
+        x.repeat(3, 1, 1), t.repeat(3), _rows_per_branch(texts, 2),
+        model.encode_condition(torch.as_tensor(labels)[None]).repeat(6),
+        torch.tensor([True, True, True, True, False, False]),
+    )  # fmt: skip
+    expected = combine_guidance(dict(zip(branches, hidden.float().chunk(3))), True, True, 3.0, 2.0)
+    torch.testing.assert_close(tiny_pipe.velocity("a woman", labels, 3.0, 2.0, 2, (8, 8))(x, t), expected,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def _rows_per_branch(texts, n):
+    from facemogle.text import TextEmbedding
+
+    return TextEmbedding.cat([TextEmbedding(texts.tokens[i : i + 1], texts.mask[i : i + 1],
+                                            texts.pooled[i : i + 1]).repeat(n) for i in range(len(texts.tokens))])  # fmt: skip
+
+
+def test_guidance_applies_only_inside_its_interval(tiny_pipe):
+    from facemogle.flow import SamplingDefaults
+
+    model, labels = tiny_pipe.model, face_like_labels(32)
+    sampling = SamplingDefaults(text_interval=(0.5, 1.0), mask_interval=(0.0, 0.5))
+    velocity = tiny_pipe.velocity("a woman", labels, 3.0, 2.0, 1, (8, 8), sampling=sampling)
+    x = torch.randn(1, 64, 48)
+    calls = []
+    _spy_forward(model, calls)
+    try:
+        early = velocity(x, torch.tensor([0.7]))  # text guidance only
+        assert calls == [(2, True)]
+        calls.clear()
+        late = velocity(x, torch.tensor([0.3]))  # mask guidance only
+        assert calls == [(2, True), (1, False)]
+    finally:
+        del model.forward
+    everywhere = tiny_pipe.velocity("a woman", labels, 3.0, 1.0, 1, (8, 8))
+    torch.testing.assert_close(early, everywhere(x, torch.tensor([0.7])))
+    everywhere = tiny_pipe.velocity("a woman", labels, 1.0, 2.0, 1, (8, 8))
+    torch.testing.assert_close(late, everywhere(x, torch.tensor([0.3])))
+    # a model's intervals come from its config and are checked there
+    with pytest.raises(ValueError, match="0 ≤ lo ≤ hi ≤ 1"):
+        SamplingDefaults(text_interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="two times"):
+        SamplingDefaults(mask_interval=0.5)
+    assert SamplingDefaults(text_interval=[0.1, 0.9]).text_interval == (0.1, 0.9)
 
 
 def test_save_load_round_trip(tiny_pipe, tmp_path):
@@ -142,6 +203,28 @@ def test_optimisation_lowers_loss(tiny_pipe):
     with torch.no_grad():
         after = sum(loss_at(s).item() for s in range(8))
     assert after < 0.7 * before
+
+
+def test_x_prediction_turns_the_clean_image_into_a_velocity():
+    """prediction="x": the transformer's output is x̂0 and the model returns (x_t − x̂0) / max(t, 0.05), so
+    the sampler and the velocity loss see a velocity; the choice is saved with the model."""
+    from facemogle.model import MIN_X_TIME, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
+
+    torch.manual_seed(0)
+    model = FaceMoGLEModel(config_for_size("tiny", prediction="x"))
+    text = FaceMoGLEPipeline.init("tiny").text_encoder.encode(["a woman", "a man"])
+    x, t = torch.randn(2, 64, 48), torch.tensor([0.5, 0.01])
+    condition = model.encode_condition(torch.as_tensor(np.stack([face_like_labels(32)] * 2)))
+    raw = FaceMoGLEModel(config_for_size("tiny"))  # the same weights, their output taken as it is
+    raw.load_state_dict(model.state_dict())
+    clean = raw(x, t, text, condition)
+    expected = (x - clean) / torch.tensor([0.5, MIN_X_TIME]).view(2, 1, 1)
+    torch.testing.assert_close(model(x, t, text, condition), expected)
+    assert FaceMoGLEConfig.from_dict(model.config.to_dict()).prediction == "x"
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        config_for_size("tiny", prediction="eps")
+    pipe = FaceMoGLEPipeline(model, FaceMoGLEPipeline.init("tiny").text_encoder)
+    assert pipe(mask=face_like_labels(32), num_inference_steps=2)[0].size == (32, 32)
 
 
 @pytest.mark.parametrize("resolution", [64, 128])

@@ -8,7 +8,9 @@ caption, as in the paper's protocol. Scores, each with its reference:
 - text consistency: the attribute classifier on the generated face vs the attributes the prompt
   states, beside the classifier on the real faces for the same prompts (the ceiling);
 - realism: Fréchet distance and KID on the classifier's pooled features, generated vs real test faces,
-  beside real train faces vs real test faces (the floor). N is always reported.
+  beside real train faces vs real test faces (the floor). N is always reported;
+- a visible patch grid: the boundary-over-inside gradient ratio (`patch_grid`), worst over patch sizes
+  2–16, on the images at the size they were made, beside the real faces'.
 The paper's metrics (Inception FID/KID, CMMD, CLIP score, DINO structure distance, ImageReward) are
 computed when their models are given as local files (`PaperModels`); otherwise the report says
 "skipped: <what is needed, how to pass it>". CLIP score and ImageReward score every mode against the
@@ -37,6 +39,7 @@ from .dino import load_dino
 from .fid import frechet_distance, inception_features, kernel_distance, load_inception
 from .imagereward import image_reward, load_imagereward
 from .mask import confusion_scores, image_confusions, mask_scores
+from .patch_grid import patch_grid_score
 
 MODES = ("mask", "text", "both")
 # per-item counts beside report.json: "stems", "{mode}/confusion" [N, 19, 19], "{mode}/attributes" [N, 2]
@@ -137,7 +140,8 @@ def generate(
         mask = item.labels if mode in ("mask", "both") else None
         image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
                      text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"],
-                     unconditional=mode == "none")[0]  # fmt: skip
+                     sampler=settings["sampler"], text_interval=settings["text_interval"],
+                     mask_interval=settings["mask_interval"], unconditional=mode == "none")[0]  # fmt: skip
         atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
 
 
@@ -183,6 +187,7 @@ def score(
     result["kid"] = kernel_distance(
         features, reference["test_features"], subset_size=min(1000, len(features))
     )[0]
+    result["patch_grid"] = patch_grid_score(images_to_tensor(images, images[0].size[0]))
     return result, per_item
 
 
@@ -252,6 +257,7 @@ def reference_scores(items: list[EvalItem], train_items: list[EvalItem], parser,
         "text": attribute_accuracy(predictions, [parse_caption(i.prompt) for i in items]),
         "frechet": frechet_distance(train_features, test_features),
         "kid": kernel_distance(train_features, test_features, subset_size=min(1000, len(items)))[0],
+        "patch_grid": patch_grid_score(images_to_tensor([i.real for i in items], items[0].real.size[0])),
     }
 
 
@@ -271,11 +277,9 @@ def evaluate(
     modes: tuple[str, ...] = MODES,
     split: str = "test",
     n: int = 500,
-    steps: int | None = None,
     seed: int = 0,
     paper: PaperModels | None = None,
-    text_guidance: float | None = None,
-    mask_guidance: float | None = None,
+    sampling: dict | None = None,
     fingerprint: str | None = None,
     rank: int = 0,
     world_size: int = 1,
@@ -285,8 +289,9 @@ def evaluate(
 
     pipe: a loaded FaceMoGLEPipeline, None with `images`. model: the folder it was loaded from, as the
     report names it (None: the shipped default model); fingerprint: a hash of its weights (images made
-    by other weights at the same path are not reused). steps and guidance: None takes the model's
-    sampling defaults. images: a folder of {stem}.png for one mode, or of <mode>/{stem}.png for several.
+    by other weights at the same path are not reused). sampling: `SamplingDefaults` fields to override
+    (steps, text_guidance, mask_guidance, sampler, text_interval, mask_interval); the others, and those
+    given as None, are the model's. images: a folder of {stem}.png for one mode, or of <mode>/{stem}.png for several.
     rank, world_size: under `accelerate launch` each process generates its share; the first one scores
     and returns the report, the others return None.
     """
@@ -294,7 +299,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     resolution = pipe.config.resolution if pipe else parser.config.resolution
     items = load_items(data, split, n, resolution)
-    settings = _settings(pipe, model, fingerprint, data, split, steps, seed, text_guidance, mask_guidance)
+    settings = _settings(pipe, model, fingerprint, data, split, seed, sampling or {})
     if pipe is not None:
         generate_all(pipe, items, modes, out, settings, rank, world_size)
     if rank != 0:
@@ -326,12 +331,19 @@ def _save_npz(path: str, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def _settings(pipe, model, fingerprint, data, split, steps, seed, text_guidance, mask_guidance) -> dict:
+SAMPLING_SETTINGS = ("steps", "text_guidance", "mask_guidance", "sampler", "text_interval", "mask_interval")
+
+
+def _settings(pipe, model, fingerprint, data, split, seed, sampling: dict) -> dict:
     """What the generated images depend on (the reuse key), with the model's sampling defaults filled in."""
-    given = {"steps": steps, "text_guidance": text_guidance, "mask_guidance": mask_guidance}
+    unknown = set(sampling) - set(SAMPLING_SETTINGS)
+    if unknown:
+        raise ValueError(f"Unknown sampling settings {sorted(unknown)}; use {', '.join(SAMPLING_SETTINGS)}.")
+    given = {name: sampling.get(name) for name in SAMPLING_SETTINGS}
     if pipe is not None:
-        sampling = pipe.config.sampling.override(**given)
-        given = {name: getattr(sampling, name) for name in given}
+        defaults = pipe.config.sampling.override(**given)
+        given = {name: getattr(defaults, name) for name in SAMPLING_SETTINGS}
+        given.update(text_interval=list(defaults.text_interval), mask_interval=list(defaults.mask_interval))
     return {"model": str(model) if model else "default", "fingerprint": fingerprint, "data": str(Path(data).resolve()),
             "split": split, "seed": seed, **given}  # fmt: skip
 
@@ -376,20 +388,27 @@ def markdown(report: dict) -> str:
         f"Data: {report['data']} ({report['split']} split), N = {report['n']} per mode, {report['steps']} sampling steps, "
         f"seed {report['seed']}. Evaluators: the SynthFace parser and attribute classifier.",
         "",
-        "| mode | mask mIoU ↑ | pixel acc ↑ | attribute acc ↑ | Fréchet (classifier features) ↓ | KID ↓ |",
-        "|---|---|---|---|---|---|",
+        "| mode | mask mIoU ↑ | pixel acc ↑ | attribute acc ↑ | Fréchet (classifier features) ↓ | KID ↓ | patch grid ↓ |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode, result in report["modes"].items():
         mask, text = result.get("mask"), result.get("text")
         lines.append(
             f"| {mode} | {_with_interval(mask, 'miou')} | {_fmt(mask and mask['pixel_accuracy'])} | "
-            f"{_with_interval(text, 'accuracy')} | {result['frechet']:.3f} | {result['kid']:.4f} |"
+            f"{_with_interval(text, 'accuracy')} | {result['frechet']:.3f} | {result['kid']:.4f} | "
+            f"{_grid_cell(result.get('patch_grid'))} |"
         )
     lines.append(
         f"| real faces (reference) | {_with_interval(ref['mask'], 'miou')} | {_fmt(ref['mask']['pixel_accuracy'])} | "
-        f"{_with_interval(ref['text'], 'accuracy')} | {ref['frechet']:.3f} (train vs test) | {ref['kid']:.4f} |"
+        f"{_with_interval(ref['text'], 'accuracy')} | {ref['frechet']:.3f} (train vs test) | {ref['kid']:.4f} | "
+        f"{_grid_cell(ref.get('patch_grid'))} |"
     )
-    lines += ["", "In brackets: the 95% bootstrap interval over the N items (1,000 resamplings)."]
+    lines += [
+        "",
+        "In brackets: the 95% bootstrap interval over the N items (1,000 resamplings). Patch grid: mean",
+        "|gradient| across patch boundaries over that inside patches, worst over patch sizes 2–16 (its size",
+        "after the @), on the images at the size they were made; ≈ 1 without a grid.",
+    ]
     lines += ["", "Per-class IoU of the parser on generated faces (mask mode) and on real faces:", "",
               "| class | generated | real |", "|---|---|---|"]  # fmt: skip
     generated_iou = (
@@ -422,6 +441,14 @@ def _paper_cell(metric: str, values: dict, skipped: dict) -> str:
     if metric in values:
         return f"{values[metric]:.3f}"
     return "skipped" if PAPER_METRICS[metric][0] in skipped else "–"
+
+
+def _grid_cell(grid: dict | None) -> str:
+    """The patch-grid score, e.g. "1.21 @4 [1.18, 1.24]"; "–" for reports written before it existed."""
+    if grid is None:
+        return "–"
+    low, high = grid["interval"]
+    return f"{grid['worst']:.3f} @{grid['worst_patch']} [{low:.3f}, {high:.3f}]"
 
 
 def _fmt(value) -> str:

@@ -34,6 +34,8 @@ class TrainConfig:
     size: str = "small"  # compact model preset, see model.SIZES
     resolution: int = 64
     patch_size: int | None = None  # compact: pixels per token side; None: the preset's (4 at "small")
+    prediction: str | None = None  # compact: velocity | x (x-prediction, velocity loss); None: the preset's
+    time_shift: float = 1.0  # training times t' = s·t / (1 + (s − 1)·t) of logit-normal t; 1: unwarped
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
     local_experts: bool = True  # False: the global expert alone (ablation)
@@ -83,6 +85,8 @@ class TrainConfig:
 
     def model_config(self) -> FaceMoGLEConfig:
         overrides = {"patch_size": self.patch_size} if self.patch_size else {}
+        if self.prediction:
+            overrides["prediction"] = self.prediction
         config = config_for_size(self.size, resolution=self.resolution, **overrides)
         config.mogle = self.mogle_config(config.mogle)
         return config

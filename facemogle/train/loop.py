@@ -102,7 +102,12 @@ def train(
                     [dataset.item(i, epoch) for i, epoch in positions[mine]], accelerator.device
                 )
                 randomness = StepRandomness.draw(
-                    config.seed, micro_index, global_batch, model.token_shape(config.resolution), dropout
+                    config.seed,
+                    micro_index,
+                    global_batch,
+                    model.token_shape(config.resolution),
+                    dropout,
+                    config.time_shift,
                 ).slice(mine)
                 condition_tokens = cache.batch(stems, accelerator.device) if cache else None
                 image_tokens = cache.images(stems, accelerator.device) if cache and cache.has_images else None
