@@ -15,7 +15,6 @@ from .mogle import MoGLE, MoGLEConfig
 from .text import TextEmbedding
 from .transformer import AttentionOptions, ConditionedFlux, StepConstants, image_ids, text_ids
 
-
 PREDICTIONS = ("velocity", "x")
 # x-prediction's velocity (x_t − x̂0) / t divides by at least this time (as JiT clips it)
 MIN_X_TIME = 0.05
