@@ -10,7 +10,10 @@ Operations (each with its default method and strength = the start time t_s):
   new mask, the known tokens replaced along the flow path after every step (FluxInpaint's rule:
   x ← m·x + (1 − m)·[(1 − t')·z0 + t'·ε], the same ε throughout, z0 at t' = 0). Default strength 1.
 - "attribute": a prompt naming what to change; m = the classes it names (ATTRIBUTE_REGIONS, or `region`).
-  Default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
+  An attribute with a shape of its own (eyeglasses, a hat, bangs, long hair, a smile: `drawn_shapes`) is
+  drawn into the target mask (shapes.py) and made as a mask edit with the target caption: m = where the
+  masks differ (plus the named classes when the prompt also changes a colour), method "blend". Otherwise,
+  default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
   z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
   z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
   the source condition without guidance, then blended sampling) and "sdedit" (blended sampling from the
@@ -36,11 +39,12 @@ from .flow import sample_ode, time_grid, time_shift
 from .images import images_to_tensor, tensor_to_images
 from .labels import CLASSES, IMAGE_FORMATS, MaskSource, load_mask, resize_labels
 from .parsing import load_parser, parse_images
+from .shapes import SHAPES, ShapeError
 
 OPERATIONS = ("mask", "attribute", "regenerate")
 METHODS = {
     "mask": ("blend", "inversion"),
-    "attribute": ("flowedit", "inversion", "sdedit"),
+    "attribute": ("flowedit", "inversion", "sdedit", "blend"),
     "regenerate": ("sdedit", "inversion"),
 }
 DEFAULT_METHOD = {"mask": "blend", "attribute": "flowedit", "regenerate": "sdedit"}
@@ -190,6 +194,30 @@ def changed_attributes(source: dict, prompt: str, classes: tuple[str, ...] | Non
     if target.get("smiling") and target.get("mouth") == "closed":
         target["mouth"] = "smiling"
     return target
+
+
+def _stated_changes(prompt: str, classes: tuple[str, ...]) -> list[tuple[str, object]]:
+    """The (attribute, value) changes an attribute prompt states, as `changed_attributes` reads them."""
+    hair = names_hair(prompt, classes)
+    words = [w for w in _words(prompt) if w in ATTRIBUTE_CHANGES and (hair or w not in HAIR_WORDS)]
+    return [ATTRIBUTE_CHANGES[w] for w in words]
+
+
+def drawn_shapes(prompt: str, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The attributes an attribute prompt adds whose shape the target mask must show (shapes.SHAPES):
+    eyeglasses, a hat, bangs, long hair, a smile."""
+    changes = _stated_changes(prompt, classes)
+    return tuple(dict.fromkeys(name for name, value in changes if name in SHAPES and value in (True, "long")))
+
+
+def draw_shapes(labels: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """The label map with each named attribute's shape drawn in; EditError where one cannot be placed."""
+    for name in names:
+        try:
+            labels = SHAPES[name](labels)
+        except ShapeError as error:
+            raise EditError(str(error)) from None
+    return labels
 
 
 # --- inputs ---
@@ -358,6 +386,7 @@ def edit(
     """
     # 1. Check inputs
     operation = infer_operation(operation, mask, prompt)
+    asked_method, asked_strength = method, strength
     method, strength = check_method(operation, method, strength)
     size = pipe.model.resolution
     face = open_face(image)
@@ -378,7 +407,19 @@ def edit(
             raise EditError("The new mask is identical to the source's mask: there is nothing to edit.")
     elif operation == "attribute":
         classes = _attribute_region(prompt, region)
-        changed = class_region(source_labels, classes)
+        shapes = drawn_shapes(prompt, classes)
+        target_labels = draw_shapes(source_labels, shapes)
+        changed = changed_region(source_labels, target_labels)
+        if shapes and not changed.any() and region is None:
+            raise NoChangeError(
+                f"The face's mask already shows {' and '.join(shapes)} where {prompt!r} would draw it; to change "
+                "its shape, repaint the mask and make a mask edit (mask=, --mask)."
+            )
+        if shapes and asked_method is None:  # drawn into the mask: a mask edit with the target caption
+            method, strength = check_method(operation, "blend", asked_strength)
+        others = [name for name, _ in _stated_changes(prompt, classes) if name not in shapes]
+        if region is not None or others or not shapes:  # repaint the named classes too
+            changed = changed | class_region(source_labels, tuple(c for c in classes if c not in LONG_HAIR))
         if not changed.any():
             raise EditError(
                 f"The source mask has none of the classes {', '.join(classes)}; name the region to repaint "

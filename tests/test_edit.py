@@ -8,12 +8,14 @@ from PIL import Image
 from facemogle.data.pairs import make_pair
 from facemogle.edit import (
     EditError,
+    NoChangeError,
     attribute_classes,
     blended_sample,
     changed_attributes,
     feathered,
     flow_edit,
     invert,
+    load_image,
     sub_grid,
     token_region,
     token_weights,
@@ -135,6 +137,34 @@ def test_attribute_edit_repaints_the_named_classes_only_and_states_the_change(sh
     assert result.prompt.replace(color, "X") != result.prompt and result.source_prompt != result.prompt
 
 
+def test_an_attribute_with_a_shape_is_drawn_into_the_mask_and_made_as_a_mask_edit(shipped):
+    from facemogle.evaluators import load_evaluator
+    from facemogle.shapes import add_hat
+
+    pair = make_pair(0, "hat")
+    result = shipped.edit(pair.source, prompt=pair.instruction, source_mask=pair.source_labels, operation="attribute",
+                          num_inference_steps=10)  # fmt: skip
+    assert result.method == "blend" and result.strength == 1.0
+    np.testing.assert_array_equal(result.target_labels, add_hat(pair.source_labels))
+    changed = result.target_labels != pair.source_labels
+    assert (result.region[changed] == 1).all() and (result.region == 0).mean() > 0.5
+    assert "hat" in result.prompt and "hat" not in result.source_prompt
+    edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
+    assert np.array_equal(edited[result.region == 0], source[result.region == 0])
+    reading = load_evaluator("classifier").predict(load_image(result.images[0], 64))[0]
+    assert reading["hat"]  # the shipped classifier sees the hat
+    # an explicit method keeps the drawn mask: FlowEdit's target branch is conditioned on it
+    flowedit = shipped.edit(pair.source, prompt="add a hat", source_mask=pair.source_labels, operation="attribute",
+                            method="flowedit", num_inference_steps=4)  # fmt: skip
+    assert flowedit.method == "flowedit" and np.array_equal(flowedit.target_labels, result.target_labels)
+    with pytest.raises(NoChangeError, match="already shows hat"):
+        shipped.edit(pair.source, prompt="add a hat", source_mask=result.target_labels, operation="attribute")
+    unplaceable = pair.source_labels.copy()
+    unplaceable[unplaceable == CLASSES.index("left eye")] = CLASSES.index("skin")
+    with pytest.raises(EditError, match="both eyes"):
+        shipped.edit(pair.source, prompt="add a hat", source_mask=unplaceable, operation="attribute")
+
+
 @pytest.mark.parametrize("method", ["inversion", "sdedit"])
 def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
     pair = make_pair(1, "lipstick")
@@ -213,7 +243,7 @@ def test_keyword_table_and_caption_changes():
         (dict(operation="attribute", prompt="remove the eyeglasses"), "removals are mask edits"),
         (dict(operation="attribute", prompt="make it prettier"), "names nothing the keyword table knows"),
         (dict(operation="attribute", prompt="blond", region="hairs"), "Unknown class 'hairs'"),
-        (dict(operation="attribute", prompt="add a hat", region="hat"), "has none of the classes hat"),
+        (dict(operation="attribute", prompt="make it red", region="hat"), "has none of the classes hat"),
         (dict(operation="mask", method="flowedit", mask="SAME"), "does not apply to a mask edit"),
         (dict(operation="regenerate", strength=1.5), "strength is the start time"),
         (dict(operation="wiggle"), "Unknown edit operation"),

@@ -42,7 +42,7 @@ DIFFERENT = 8  # |x_A − x_B| above this (any channel, 0..255) counts as change
 METHODS = {
     "nothing": None,
     "mask edit": dict(operation="mask", method="blend"),
-    "attribute edit": dict(operation="attribute", method="flowedit"),
+    "attribute edit": dict(operation="attribute"),  # the default: FlowEdit, or a drawn shape blended
     "sdedit (unblended)": dict(operation="regenerate", method="sdedit", strength=0.7),
     "inversion (unblended)": dict(operation="regenerate", method="inversion", strength=0.85),
 }
