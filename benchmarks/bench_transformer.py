@@ -1,6 +1,7 @@
 """Compact model speed: training throughput and sampling latency, float32 vs bfloat16 autocast, one run.
 
-Also prints the linear layers' achieved GFLOP/s beside a bfloat16 GEMM peak measured in the same run.
+Also prints the linear layers' achieved GFLOP/s beside a bfloat16 GEMM peak measured in the same run, and
+the default sampling call at each shipped default model's shape (64² v1, 128² v2), eager and compiled.
 Usage: python benchmarks/bench_transformer.py [--size small] [--batch 16] [--repeats 3]
 """
 
@@ -50,13 +51,17 @@ def linear_flops(model: nn.Module, run) -> int:
     return total
 
 
+# the linear layers' GEMMs, eager and as torch.compile's CPU kernels call them
+GEMM_OPS = ("aten::mm", "aten::addmm", "mkldnn::_linear_pointwise", "mkl::_mkl_linear")
+
+
 def op_seconds(run) -> tuple[float, float]:
     """Seconds spent in the linear layers' GEMMs (aten::mm/addmm) and in attention, from the profiler."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         run()
     gemm = attention = 0.0
     for event in prof.key_averages():
-        if event.key in ("aten::mm", "aten::addmm"):
+        if event.key in GEMM_OPS:
             gemm += event.self_cpu_time_total / 1e6
         elif "scaled_dot_product" in event.key:
             attention += event.self_cpu_time_total / 1e6
@@ -149,7 +154,48 @@ def main() -> None:
             latency[(name, n)] = seconds
             print(f"| {name} | {n} | {seconds:.2f} | {seconds / n:.3f} |")
     speedup = latency[("float32", 1)] / latency[("bfloat16 autocast", 1)]
-    print(f"bfloat16 / float32 sampling speed, batch 1: {speedup:.2f}×")
+    print(f"bfloat16 / float32 sampling speed, batch 1: {speedup:.2f}×\n")
+    default_calls(args.repeats, peak, native)
+
+
+DEFAULT_CALL_MODELS = {  # the same architecture as each shipped default; speed does not depend on the weights
+    "v1: 64², 4×4 patches": dict(),
+    "v2: 128², 8×8 patches": dict(resolution=128, patch_size=8),
+}
+
+
+def default_calls(repeats: int, peak: dict, native: bool) -> None:
+    """Seconds per image of the default call (the model's sampling defaults, prompt + mask, dtype `auto`) for
+    each default model's shape, eager and under torch.compile, with the sampling GEMMs' share of the peak."""
+    dtype = "bfloat16" if native else "float32"
+    print(f"| default call (prompt + mask, the model's sampling defaults, {dtype}) | compiled | seconds per image "
+          f"| linear GFLOP/s in GEMMs | share of the {dtype} GEMM peak |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    seconds = {}
+    for name, overrides in DEFAULT_CALL_MODELS.items():
+        torch.manual_seed(0)
+        pipe = FaceMoGLEPipeline(FaceMoGLEModel(config_for_size("small", **overrides)))
+        size = pipe.config.resolution
+        mask = np.random.default_rng(0).integers(0, 19, (size, size)).astype(np.uint8)
+
+        def call(pipe=pipe, mask=mask):
+            return pipe(prompt="a smiling woman", mask=mask)
+
+        flops = linear_flops(pipe.model, call)  # counted eagerly: the same layers run compiled
+        for compiled in (False, True):
+            if compiled:
+                pipe.model.transformer.compile()
+            call()  # warm-up (and compilation)
+            seconds[(name, compiled)] = min(_timed(call) for _ in range(repeats))
+            gemm_seconds, _ = op_seconds(call)
+            rate = flops / gemm_seconds / 1e9
+            print(
+                f"| {name} | {compiled} | {seconds[(name, compiled)]:.3f} | {rate:.0f} | {rate / peak[dtype]:.0%} |"
+            )
+    v1, v2 = DEFAULT_CALL_MODELS
+    print(f"v2 / v1 seconds per image (eager): {seconds[(v2, False)] / seconds[(v1, False)]:.2f}×; "
+          f"torch.compile speed-up: v1 {seconds[(v1, False)] / seconds[(v1, True)]:.2f}×, "
+          f"v2 {seconds[(v2, False)] / seconds[(v2, True)]:.2f}×")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .edit import METHODS
 from .io import atomic_write
 from .labels import CLASSES, IMAGE_FORMATS, PALETTE, MaskError, colorize, load_mask, resize_labels
 
@@ -33,6 +34,7 @@ EDIT_OPERATIONS = {
     "Attribute edit: type it (e.g. make the hair blond)": "attribute",
     "Regenerate on the same layout": "regenerate",
 }
+DEFAULT_METHOD = "the edit's default"
 # What the settings accept, in the page and from API callers alike: (lowest, highest)
 STEPS, COUNT, GUIDANCE = (1, 50), (1, 8), (1.0, 6.0)
 
@@ -137,13 +139,14 @@ def run(
 
 
 def run_edit(
-    pipe, face, source_labels, painted, operation, prompt, region, strength, steps, seed, *, folder: Path
-):
+    pipe, face, source_labels, painted, operation, prompt, region, strength, steps, seed, method=DEFAULT_METHOD,
+    *, folder: Path,
+):  # fmt: skip
     """Edit the loaded face; returns (gallery: source, masks, edit; downloadable files; status).
 
     face, source_labels: the face and its parsed mask (Load); painted: the mask canvas (the change, for a
     mask edit); region: an attribute edit's classes, comma-separated ("" = from the prompt); strength 0
-    takes the operation's default."""
+    and method DEFAULT_METHOD take the operation's defaults."""
     from .edit import EditError
 
     if face is None or source_labels is None:
@@ -162,6 +165,7 @@ def run_edit(
             face, operation=kind, mask=mask, source_mask=source_labels, prompt=(prompt or "").strip() or None,
             region=((region or "").strip() or None) if kind == "attribute" else None,
             strength=float(strength) or None, num_inference_steps=int(steps), seed=int(seed),
+            method=None if method == DEFAULT_METHOD else method,
         )  # fmt: skip
     except EditError as error:
         raise DemoInputError(str(error)) from None
@@ -347,6 +351,13 @@ def build_app(pipe, parser=None):
                     strength = gr.Slider(
                         0.0, 1.0, value=0.0, step=0.05, label="Strength (start time; 0: the edit's default)"
                     )
+                    edit_method = gr.Dropdown(
+                        [DEFAULT_METHOD, *dict.fromkeys(m for ms in METHODS.values() for m in ms)],
+                        value=DEFAULT_METHOD,
+                        label="Method ("
+                        + "; ".join(f"{op}: {', '.join(methods)}" for op, methods in METHODS.items())
+                        + ")",
+                    )
                     edit_steps = gr.Slider(*STEPS, value=pipe.config.sampling.steps, step=1, label="Steps")
                     edit_seed = gr.Number(0, precision=0, label="Seed")
                     edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
@@ -391,6 +402,7 @@ def build_app(pipe, parser=None):
                 strength,
                 edit_steps,
                 edit_seed,
+                edit_method,
             ],
             [edit_gallery, edit_files, edit_status],
         )

@@ -23,6 +23,7 @@ class MoGLEConfig:
     """Sizes and ablation switches. The released checkpoint: 20 experts, 64 → 32 → 64."""
 
     num_experts: int = 20  # 1 global + 19 local; 1: the global expert alone (the "no local experts" ablation)
+    global_expert: bool = True  # False: the 19 local experts alone (the "no global expert" ablation)
     token_dim: int = 64
     hidden_dim: int = 32  # experts' hidden width; the gate works at token_dim (global tokens are added in)
     time_features: int = 64
@@ -101,7 +102,8 @@ class MoGLE(nn.Module):
 
     def expert_hidden(self, condition_tokens: torch.Tensor) -> torch.Tensor:
         """First expert layer: [B, 20, N, C] → [B, E, N, H] (identity experts: the tokens themselves)."""
-        condition_tokens = condition_tokens[:, : self.config.num_experts]  # [B, E, N, C]: global first
+        first = 0 if self.config.global_expert else 1  # the global map's tokens come first
+        condition_tokens = condition_tokens[:, first : first + self.config.num_experts]  # [B, E, N, C]
         if not self.config.experts:
             return condition_tokens
         hidden = torch.matmul(condition_tokens, self.w1.to(condition_tokens.dtype))  # one batched matmul
@@ -152,7 +154,9 @@ class MoGLE(nn.Module):
         """This module's weights in the authors' key layout (nn.Linear [out, in] weights)."""
         out: dict[str, torch.Tensor] = {}
         if self.config.experts:
-            names = ["global_expert"] + [f"local_experts.{k}" for k in range(self.config.num_experts - 1)]
+            names = ["global_expert"] * self.config.global_expert + [
+                f"local_experts.{k}" for k in range(self.config.num_experts - self.config.global_expert)
+            ]
             for i, name in enumerate(names):
                 out[f"{name}.net.0.weight"] = self.w1[i].detach().t().contiguous()
                 out[f"{name}.net.0.bias"] = self.b1[i].detach().clone()

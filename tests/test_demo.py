@@ -227,6 +227,12 @@ def test_the_edit_tab_edits_a_loaded_face_and_rejects_bad_requests(tmp_path):
         pipe, face, labels, canvas, regenerate, "", "", 0.5, 2, 2, folder=tmp_path
     )
     assert "strength 0.5" in status and not Path(files[0]).exists() and Path(files2[0]).is_file()
+    _, _, status = run_edit(
+        pipe, face, labels, canvas, regenerate, "", "", 0.5, 2, 2, "inversion", folder=tmp_path
+    )
+    assert "regenerate edit (inversion, strength 0.5)" in status  # the method selector
+    with pytest.raises(DemoInputError, match="does not apply to a regenerate edit"):
+        run_edit(pipe, face, labels, canvas, regenerate, "", "", 0, 2, 0, "flowedit", folder=tmp_path)
     with pytest.raises(DemoInputError, match="Load a face first"):
         run_edit(pipe, None, None, canvas, regenerate, "", "", 0, 2, 0, folder=tmp_path)
     with pytest.raises(DemoInputError, match="canvas is empty"):

@@ -122,6 +122,23 @@ def test_global_expert_alone_ignores_local_maps(experts):
         torch.testing.assert_close(out, x[:, 0])  # one expert: its softmax weight is 1
 
 
+def test_local_experts_alone_ignore_the_global_map_in_the_experts():
+    """The "no global expert" ablation: 19 experts on the 19 local maps; the global map only feeds the gate."""
+    module = MoGLE(MoGLEConfig(num_experts=19, global_expert=False))
+    full = MoGLE(MoGLEConfig())
+    x, noisy, t = inputs()
+    hidden = module.expert_hidden(x)
+    assert hidden.shape == (2, 19, 16, 32)
+    with torch.no_grad():
+        for name in ("w1", "b1"):  # the same weights as the full module's local experts
+            getattr(full, name)[1:] = getattr(module, name)
+    torch.testing.assert_close(hidden, full.expert_hidden(x)[:, 1:])
+    assert [k for k in module.to_official() if k.endswith("net.0.weight")][
+        0
+    ] == "local_experts.0.net.0.weight"
+    assert len(module.to_official()) == 19 * 4 + 10
+
+
 def test_batched_experts_equal_per_expert_loop():
     module = MoGLE(MoGLEConfig())
     x, noisy, t = inputs()

@@ -190,6 +190,10 @@ def test_cli_flags_override_yaml(data, tmp_path, capsys):
     saved = json.loads((tmp_path / "r" / "train_config.json").read_text())
     assert saved["steps"] == 2 and saved["batch_size"] == 2
     assert TrainConfig(local_experts=False).model_config().mogle.num_experts == 1
+    local_only = TrainConfig(global_expert=False).model_config().mogle
+    assert local_only.num_experts == 19 and not local_only.global_expert
+    with pytest.raises(ValueError, match="leave no expert"):
+        TrainConfig(global_expert=False, local_experts=False).model_config()
     (tmp_path / "bad.yaml").write_text("nonsense_option: 1\n")
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "unknown training options" in capsys.readouterr().err

@@ -39,6 +39,7 @@ class TrainConfig:
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
     local_experts: bool = True  # False: the global expert alone (ablation)
+    global_expert: bool = True  # False: the 19 local experts alone (ablation)
     batch_size: int = 16  # per process
     grad_accum: int = 1
     steps: int = 10000
@@ -94,8 +95,14 @@ class TrainConfig:
     def mogle_config(self, base: MoGLEConfig | None = None) -> MoGLEConfig:
         """The MoGLE ablation switches of this run applied to `base` (default sizes when None)."""
         base = base or MoGLEConfig()
-        num_experts = base.num_experts if self.local_experts else 1
-        return dataclasses.replace(base, gating=self.gating, experts=self.experts, num_experts=num_experts)
+        if not (self.local_experts or self.global_expert):
+            raise ValueError(
+                "--local-experts false and --global-expert false leave no expert; for the ablation without "
+                "experts pass --experts false."
+            )
+        num_experts = (base.num_experts - 1) * self.local_experts + self.global_expert
+        return dataclasses.replace(base, gating=self.gating, experts=self.experts, num_experts=num_experts,
+                                   global_expert=self.global_expert)  # fmt: skip
 
     @property
     def dtype(self) -> torch.dtype:
