@@ -1,0 +1,52 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from facemogle.data.synthface import write_synthface
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
+
+
+def ablation(monkeypatch, *args):
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["ablation.py", *args])
+    module.main()
+    return module
+
+
+def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
+    data = write_synthface(tmp_path / "sf", 40, size=32, progress=False)
+    config = tmp_path / "ablation.yaml"
+    config.write_text(f"data: {data}\nsize: tiny\nresolution: 32\nbatch_size: 2\nsteps: 2\nwarmup: 1\n"
+                      "checkpoint_every: 1\nsample_every: 0\nmixed_precision: 'no'\n")  # fmt: skip
+    runs = tmp_path / "runs"
+    args = [
+        "--config",
+        str(config),
+        "--runs",
+        str(runs),
+        "--n",
+        "4",
+        "--only",
+        "full",
+        "local_only",
+        "unconditional",
+    ]
+    module = ablation(monkeypatch, *args)
+    assert set(module.VARIANTS) >= {"full", "no_gating", "static_gate", "scalar_gate", "global_only", "local_only",
+                                    "no_experts_no_gate", "unconditional"}  # fmt: skip
+    folders = ["full", "full_seed1", "local_only", "unconditional"]
+    assert all((runs / name / "DONE").exists() for name in folders)
+    table = (runs / "compare.md").read_text()
+    assert all(str(runs / f"eval_{name}") in table for name in folders) and (runs / "samples.png").is_file()
+    weights = {name: (runs / name / "model" / "model.safetensors").stat().st_mtime_ns for name in folders}
+    (runs / "full_seed1" / "DONE").unlink()  # as if interrupted after its last checkpoint
+    ablation(monkeypatch, *args)
+    assert all((runs / name / "model" / "model.safetensors").stat().st_mtime_ns == weights[name]
+               for name in folders if name != "full_seed1")  # fmt: skip
+    assert (runs / "full_seed1" / "DONE").exists()
