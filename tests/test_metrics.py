@@ -120,3 +120,38 @@ def test_patch_grid_score_finds_the_patch_size_of_a_blocky_image():
     assert patch_grid_score(torch.rand(2, 3, 8, 8))["by_patch"].keys() == {"2", "3", "4"}
     with pytest.raises(ValueError, match="at least 4×4"):
         patch_grid_score(torch.rand(2, 3, 3, 3))
+
+
+def test_detection_metrics_on_known_answers():
+    from facemogle.metrics.detection import average_precision, detection_scores, equal_error_rate, roc_auc
+
+    labels = np.array([0] * 50 + [1] * 50)
+    perfect = labels + np.linspace(0, 0.5, 100)  # every generated face above every real one
+    assert roc_auc(perfect, labels) == 1 and equal_error_rate(perfect, labels) == 0
+    assert average_precision(perfect, labels) == 1
+    assert roc_auc(-perfect, labels) == 0 and equal_error_rate(-perfect, labels) == 1
+    constant = np.zeros(100)  # no information: chance level
+    assert roc_auc(constant, labels) == 0.5 and equal_error_rate(constant, labels) == 0.5
+    assert average_precision(constant, labels) == pytest.approx(
+        np.mean(np.arange(1, 51) / np.arange(51, 101))
+    )
+    scores = np.random.default_rng(0).random(4000)
+    many = np.random.default_rng(1).integers(0, 2, 4000)
+    assert abs(roc_auc(scores, many) - 0.5) < 0.03 and abs(equal_error_rate(scores, many) - 0.5) < 0.03
+    assert abs(average_precision(scores, many) - many.mean()) < 0.03
+    # a hand-computed case: real 0.1, 0.4; generated 0.35, 0.8 → 3 of 4 pairs ordered; AP (1 + 2/3) / 2
+    small_scores, small_labels = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])
+    assert roc_auc(small_scores, small_labels) == 0.75
+    assert average_precision(small_scores, small_labels) == pytest.approx((1 + 2 / 3) / 2)
+    assert (
+        equal_error_rate(small_scores, small_labels) == 0.5
+    )  # at 0.4 one real alarm and one miss of two each
+    report = detection_scores(np.r_[scores[:200], scores[:200] + 0.3], np.r_[np.zeros(200), np.ones(200)])
+    assert report["n_generated"] == report["n_real"] == 200
+    for name in ("auc", "eer", "ap"):
+        low, high = report[f"{name}_interval"]
+        assert low <= report[name] <= high and high - low < 0.2
+    with pytest.raises(ValueError, match="both generated"):
+        roc_auc(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="finite"):
+        roc_auc(np.array([0.1, np.nan]), np.array([0, 1]))
