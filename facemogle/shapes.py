@@ -19,6 +19,7 @@ from .errors import FaceMoGLEError
 BACKGROUND, SKIN, NOSE, GLASSES, LEFT_EYE, RIGHT_EYE = 0, 1, 2, 3, 4, 5
 LEFT_BROW, RIGHT_BROW, MOUTH, UPPER_LIP, LOWER_LIP, HAIR, HAT = 6, 7, 10, 11, 12, 13, 14
 EYE_X = 0.17  # SynthFace's mean eye offset from the face's centre line (face units): the frame's scale
+SMILE_CURVE = 0.045  # corners this far above the centre (face units): 1.5× SynthFace's smile, which reads as one at 64²
 
 
 class ShapeError(FaceMoGLEError, ValueError):
@@ -121,7 +122,7 @@ def make_hair_long(labels: np.ndarray) -> np.ndarray:
 
 
 def make_smiling(labels: np.ndarray) -> np.ndarray:
-    """Lips redrawn wider and curved up at the corners (SynthFace's smiling mouth)."""
+    """Lips redrawn wider and curved up at the corners (SynthFace's smiling mouth, curved 1.5× as much)."""
     lips = np.isin(labels, (MOUTH, UPPER_LIP, LOWER_LIP))
     if not lips.any():
         raise ShapeError("The mask has no lips or mouth to make smile; draw the smile and make a mask edit.")
@@ -131,7 +132,7 @@ def make_smiling(labels: np.ndarray) -> np.ndarray:
     s = (f.u - middle) / mouth_w
     inside = np.abs(s) < 1
     w = np.sqrt(np.clip(1 - s**2, 0, 1))
-    centre = mouth_y - 0.03 * s**2
+    centre = mouth_y - SMILE_CURVE * s**2
     out[lips] = SKIN
     out[inside & (f.v > centre - 0.032 * w) & (f.v <= centre)] = UPPER_LIP
     out[inside & (f.v > centre) & (f.v < centre + 0.04 * w)] = LOWER_LIP
