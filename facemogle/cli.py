@@ -251,7 +251,9 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Edit an existing face without retraining. --op mask (inferred from --mask): regenerate only "
         "where the new mask differs from the source's (blended sampling, strength 1). --op attribute: change what "
         "the prompt names in the classes it names (e.g. 'make the hair blond'; masked FlowEdit, strength "
-        f"{DEFAULT_STRENGTH['flowedit']}; --method inversion or sdedit). --op regenerate: a new face on the "
+        f"{DEFAULT_STRENGTH['flowedit']}; --method inversion, sdedit or blend); an attribute with a shape "
+        "(eyeglasses, a hat, bangs, long hair, a smile) is drawn into the mask and blended there like a mask "
+        "edit. --op regenerate: a new face on the "
         f"source's layout (strength {REGENERATE_STRENGTH}; 1 = a new person). Outside the edited region the "
         "source is pasted back. The source mask is --source-mask, else the image parsed (--parser; at the "
         "compact scale the shipped SynthFace parser).",

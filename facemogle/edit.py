@@ -11,9 +11,11 @@ Operations (each with its default method and strength = the start time t_s):
   x ← m·x + (1 − m)·[(1 − t')·z0 + t'·ε], the same ε throughout, z0 at t' = 0). Default strength 1.
 - "attribute": a prompt naming what to change; m = the classes it names (ATTRIBUTE_REGIONS, or `region`).
   An attribute with a shape of its own (eyeglasses, a hat, bangs, long hair, a smile: `drawn_shapes`) is
-  drawn into the target mask (shapes.py) and made as a mask edit with the target caption: m = where the
-  masks differ (plus the named classes when the prompt also changes a colour), method "blend". Otherwise,
-  default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
+  drawn into the target mask (shapes.py; not where the source mask already shows it) and made as a mask
+  edit with the target caption: m = where the masks differ, plus the named classes when the prompt also
+  changes an attribute without a shape or `region` is given; method "blend" (an explicit method keeps the
+  drawn mask: FlowEdit's target branch, inversion's and SDEdit's sampling are conditioned on it).
+  Otherwise, default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
   z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
   z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
   the source condition without guidance, then blended sampling) and "sdedit" (blended sampling from the
@@ -39,7 +41,7 @@ from .flow import sample_ode, time_grid, time_shift
 from .images import images_to_tensor, tensor_to_images
 from .labels import CLASSES, IMAGE_FORMATS, MaskSource, load_mask, resize_labels
 from .parsing import load_parser, parse_images
-from .shapes import SHAPES, ShapeError
+from .shapes import SHAPE_WORDS, SHAPES, ShapeError, shows
 
 OPERATIONS = ("mask", "attribute", "regenerate")
 METHODS = {
@@ -81,7 +83,8 @@ ATTRIBUTE_REGIONS = {
 LONG_HAIR = ["background", "neck", "cloth"]
 HAIR_WORDS = ("blond", "blonde", "black", "brown", "gray", "grey", "red", "wavy", "straight", "curly",
               "long", "short", "brunette", "ginger")  # fmt: skip
-REMOVAL_WORDS = ("remove", "removed", "without", "no", "take", "off", "delete", "erase", "drop", "lose")
+REMOVAL_WORDS = ("remove", "removed", "without", "no", "not", "stop", "never", "take", "off", "delete", "erase",
+                 "drop", "lose", "shorter")  # fmt: skip
 # What an attribute prompt changes in the source's caption (compact scale): word → (attribute, value).
 ATTRIBUTE_CHANGES = {
     "blond": ("hair_color", "blond"), "blonde": ("hair_color", "blond"), "black": ("hair_color", "black"),
@@ -90,8 +93,9 @@ ATTRIBUTE_CHANGES = {
     "wavy": ("hair_style", "wavy"), "straight": ("hair_style", "straight"), "long": ("hair_length", "long"),
     "short": ("hair_length", "short"), "bangs": ("bangs", True), "fringe": ("bangs", True),
     "eyeglasses": ("eyeglasses", True), "glasses": ("eyeglasses", True), "hat": ("hat", True),
-    "cap": ("hat", True), "lipstick": ("lipstick", True), "smile": ("smiling", True),
-    "smiling": ("smiling", True), "earrings": ("earrings", True), "earring": ("earrings", True),
+    "cap": ("hat", True), "beanie": ("hat", True), "spectacles": ("eyeglasses", True),
+    "sunglasses": ("eyeglasses", True), "longer": ("hair_length", "long"), "lipstick": ("lipstick", True),
+    "smile": ("smiling", True), "smiles": ("smiling", True), "grin": ("smiling", True), "smiling": ("smiling", True), "earrings": ("earrings", True), "earring": ("earrings", True),
     "necklace": ("necklace", True), "pale": ("pale_skin", True),
 }  # fmt: skip
 
@@ -208,6 +212,38 @@ def drawn_shapes(prompt: str, classes: tuple[str, ...]) -> tuple[str, ...]:
     eyeglasses, a hat, bangs, long hair, a smile."""
     changes = _stated_changes(prompt, classes)
     return tuple(dict.fromkeys(name for name, value in changes if name in SHAPES and value in (True, "long")))
+
+
+def attribute_target(
+    source: np.ndarray, prompt: str, classes: tuple[str, ...], region=None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """An attribute edit's target mask, region [H, W] bool, drawn shapes and repainted classes.
+
+    The shapes the prompt adds are drawn into the target mask (those the source already shows are not);
+    the region is where the masks differ, plus the named classes where the prompt also changes something
+    without a shape of its own or `region` is given (the drawn shapes are kept either way)."""
+    shapes = drawn_shapes(prompt, classes)
+    shown = tuple(name for name in shapes if shows(source, name))
+    others = [name for name, _ in _stated_changes(prompt, classes) if name not in shapes]
+    if shown and len(shown) == len(shapes) and not others and region is None:
+        raise NoChangeError(
+            f"The face's mask already shows {' and '.join(SHAPE_WORDS[n] for n in shown)}: nothing to add; to "
+            "change its shape, repaint the mask and make a mask edit (mask=, --mask)."
+        )
+    shapes = tuple(name for name in shapes if name not in shown)
+    target = draw_shapes(source, shapes)
+    changed = changed_region(source, target)
+    repainted = ()
+    if region is not None or others or not shapes:
+        long_hair = "hair_length" in shapes and region is None  # grown over these, not repainted whole
+        repainted = tuple(c for c in classes if not (long_hair and c in LONG_HAIR))
+        changed = changed | class_region(source, repainted)
+    if not changed.any():
+        raise EditError(
+            f"The source mask has none of the classes {', '.join(classes)}; name the region to repaint "
+            "with region= (--region), e.g. 'hair' or 'skin'."
+        )
+    return target, changed, shapes, repainted
 
 
 def draw_shapes(labels: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
@@ -399,7 +435,7 @@ def edit(
     pipe._check_inputs(prompt, None, sampling.steps, num_images, True, "pil")
     # 2. The source's mask and caption; the target condition and the region
     source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
-    target_labels, classes = source_labels, ()
+    target_labels, classes, shapes, repainted = source_labels, (), (), ()
     if operation == "mask":
         target_labels = _mask_at(mask, image_size, size, "new mask")
         changed = changed_region(source_labels, target_labels)
@@ -407,24 +443,9 @@ def edit(
             raise EditError("The new mask is identical to the source's mask: there is nothing to edit.")
     elif operation == "attribute":
         classes = _attribute_region(prompt, region)
-        shapes = drawn_shapes(prompt, classes)
-        target_labels = draw_shapes(source_labels, shapes)
-        changed = changed_region(source_labels, target_labels)
-        if shapes and not changed.any() and region is None:
-            raise NoChangeError(
-                f"The face's mask already shows {' and '.join(shapes)} where {prompt!r} would draw it; to change "
-                "its shape, repaint the mask and make a mask edit (mask=, --mask)."
-            )
+        target_labels, changed, shapes, repainted = attribute_target(source_labels, prompt, classes, region)
         if shapes and asked_method is None:  # drawn into the mask: a mask edit with the target caption
             method, strength = check_method(operation, "blend", asked_strength)
-        others = [name for name, _ in _stated_changes(prompt, classes) if name not in shapes]
-        if region is not None or others or not shapes:  # repaint the named classes too
-            changed = changed | class_region(source_labels, tuple(c for c in classes if c not in LONG_HAIR))
-        if not changed.any():
-            raise EditError(
-                f"The source mask has none of the classes {', '.join(classes)}; name the region to repaint "
-                "with region= (--region), e.g. 'hair' or 'skin'."
-            )
     else:
         if mask is not None:
             target_labels = _mask_at(mask, image_size, size, "mask")
@@ -484,7 +505,7 @@ def edit(
         tensor_to_images(pasted), paste.numpy(), source_labels, target_labels, operation, method, strength,
         target_prompt, source_prompt,
         {"steps": sampling.steps, "text_guidance": sampling.text_guidance, "mask_guidance": sampling.mask_guidance,
-         "seed": seed, "region_classes": list(classes)},
+         "seed": seed, "region_classes": list(repainted), "drawn_shapes": list(shapes)},
     )  # fmt: skip
 
 
@@ -507,8 +528,8 @@ def _attribute_region(prompt: str | None, region) -> tuple[str, ...]:
         raise EditError("An attribute edit needs a prompt naming the change, e.g. 'make the hair blond'.")
     if asks_removal(prompt):
         raise EditError(
-            f"{prompt!r} asks to remove something: removals are mask edits. Parse the face (`facemogle parse`), "
-            "paint the class over with its neighbours, and pass that mask (--mask)."
+            f"{prompt!r} asks to remove something (or to shorten the hair): removals are mask edits. Parse the "
+            "face (`facemogle parse`), paint the class over with its neighbours, and pass that mask (--mask)."
         )
     if region is not None:
         return check_region_names(region)
@@ -533,4 +554,10 @@ def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier, classes
     classifier = classifier or load_evaluator("classifier")
     resolution = classifier.config.resolution
     reading = classifier.predict(F.interpolate(pixels, size=resolution, mode="bilinear", antialias=True))[0]
-    return describe(reading), describe(changed_attributes(reading, prompt, classes))
+    target = changed_attributes(reading, prompt, classes)
+    if reading.get("hair_length") == "long" and target.get("hair_length") == "short":
+        raise EditError(
+            f"{prompt!r} shortens the hair: that is a removal, a mask edit. Parse the face (`facemogle parse`), "
+            "paint the long hair over with background, neck and cloth, and pass that mask (--mask)."
+        )
+    return describe(reading), describe(target)

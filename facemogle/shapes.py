@@ -19,7 +19,12 @@ from .errors import FaceMoGLEError
 BACKGROUND, SKIN, NOSE, GLASSES, LEFT_EYE, RIGHT_EYE = 0, 1, 2, 3, 4, 5
 LEFT_BROW, RIGHT_BROW, MOUTH, UPPER_LIP, LOWER_LIP, HAIR, HAT = 6, 7, 10, 11, 12, 13, 14
 EYE_X = 0.17  # SynthFace's mean eye offset from the face's centre line (face units): the frame's scale
-SMILE_CURVE = 0.045  # corners this far above the centre (face units): 1.5× SynthFace's smile, which reads as one at 64²
+MIN_EYE_W = (
+    0.07  # SynthFace's narrowest eye half width: a 1-pixel or half-hidden eye gets lenses of this size
+)
+SMILE_CURVE = (
+    0.045  # corners this far above the centre (face units): 1.5× SynthFace's smile, which reads as one at 64²
+)
 
 
 class ShapeError(FaceMoGLEError, ValueError):
@@ -38,37 +43,70 @@ class FaceFrame:
 
 
 def face_frame(labels: np.ndarray) -> FaceFrame:
-    """The frame of a face's label map [H, W], from its eyes (both needed) and its skin."""
+    """The frame of a face's label map [H, W], from its eyes (both needed; each its largest blob, so stray
+    pixels of a parser do not move it), the side of their line the nose and mouth are on, and its skin."""
     size = labels.shape[0]
     axis = (np.arange(size, dtype=np.float64) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
     x, y = np.meshgrid(axis, axis)
-    centres = [
-        (x[labels == c].mean(), y[labels == c].mean()) for c in (RIGHT_EYE, LEFT_EYE) if (labels == c).any()
-    ]
-    if len(centres) < 2:
+    blobs = [largest_blob(labels == c) for c in (RIGHT_EYE, LEFT_EYE)]
+    if not all(b.any() for b in blobs):
         raise ShapeError(
             "The mask does not show both eyes, which this shape is placed by; draw it into the mask yourself "
             "and make a mask edit (mask=, --mask)."
         )
-    (x0, y0), (x1, y1) = sorted(centres)
+    (x0, y0), (x1, y1) = sorted((x[b].mean(), y[b].mean()) for b in blobs)
+    if np.hypot(x1 - x0, y1 - y0) < 4 / size:
+        raise ShapeError(
+            "The mask's two eyes are less than two pixels apart; draw the shape and make a mask edit."
+        )
     roll = np.arctan2(y1 - y0, x1 - x0)
     scale = np.hypot(x1 - x0, y1 - y0) / (2 * EYE_X)  # image units per face unit
     cos, sin = np.cos(roll), np.sin(roll)
     dx, dy = x - (x0 + x1) / 2, y - (y0 + y1) / 2
     u, v = (cos * dx + sin * dy) / scale, (-sin * dx + cos * dy) / scale
+    below = np.isin(labels, (NOSE, MOUTH, UPPER_LIP, LOWER_LIP))
+    if below.any() and v[below].mean() < 0:  # nose and mouth above the eyes: the face is upside down
+        u, v = -u, -v
     eye_v = 0.05  # SynthFace's eyes sit ≈ 0.05 above the face's centre: move the origin there
     v = v - eye_v
     eyes = []
-    for c in (RIGHT_EYE, LEFT_EYE):
-        inside = labels == c
-        eu, ev = u[inside], v[inside]
-        eyes.append((eu.mean(), ev.mean(), (eu.max() - eu.min()) / 2 + 1 / size / scale,
-                     (ev.max() - ev.min()) / 2 + 1 / size / scale))  # fmt: skip
+    for blob in blobs:
+        eu, ev = u[blob], v[blob]
+        half_w = max((eu.max() - eu.min()) / 2 + 1 / size / scale, MIN_EYE_W)
+        eyes.append((eu.mean(), ev.mean(), half_w, (ev.max() - ev.min()) / 2 + 1 / size / scale))
     eyes.sort()
     row = np.abs(v + eye_v) < 2 / size / scale
     skin = (labels == SKIN) & row
     face_w = np.abs(u[skin]).max() if skin.any() else 0.42
     return FaceFrame(u, v, eyes, face_w, face_w * 1.3)
+
+
+def largest_blob(region: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a boolean map (all False for an empty one)."""
+    labels = np.zeros(region.shape, np.int32)
+    best, best_size, current = 0, 0, 0
+    for start in zip(*np.nonzero(region)):
+        if labels[start]:
+            continue
+        current += 1
+        labels[start], stack, count = current, [start], 0
+        while stack:
+            r, c = stack.pop()
+            count += 1
+            for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+                inside = 0 <= nr < region.shape[0] and 0 <= nc < region.shape[1]
+                if inside and region[nr, nc] and not labels[nr, nc]:
+                    labels[nr, nc] = current
+                    stack.append((nr, nc))
+        if count > best_size:
+            best, best_size = current, count
+    return labels == best if best else np.zeros(region.shape, bool)
+
+
+def shows(labels: np.ndarray, name: str) -> bool:
+    """Whether a mask already shows an attribute that has a class of its own (eyeglasses, a hat)."""
+    label = {"eyeglasses": GLASSES, "hat": HAT}.get(name)
+    return label is not None and bool((labels == label).any())
 
 
 def _ellipse(f: FaceFrame, cu, cv, au, av) -> np.ndarray:
@@ -139,7 +177,9 @@ def make_smiling(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-# attribute (ATTRIBUTE_CHANGES' names) → how its shape is drawn
+# attribute (ATTRIBUTE_CHANGES' names) → its shape in words, and how it is drawn
+SHAPE_WORDS = {"eyeglasses": "eyeglasses", "hat": "a hat", "bangs": "bangs", "hair_length": "long hair",
+               "smiling": "a smile"}  # fmt: skip
 SHAPES = {
     "eyeglasses": add_eyeglasses,
     "hat": add_hat,

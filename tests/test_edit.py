@@ -157,12 +157,60 @@ def test_an_attribute_with_a_shape_is_drawn_into_the_mask_and_made_as_a_mask_edi
     flowedit = shipped.edit(pair.source, prompt="add a hat", source_mask=pair.source_labels, operation="attribute",
                             method="flowedit", num_inference_steps=4)  # fmt: skip
     assert flowedit.method == "flowedit" and np.array_equal(flowedit.target_labels, result.target_labels)
-    with pytest.raises(NoChangeError, match="already shows hat"):
+    with pytest.raises(NoChangeError, match="already shows a hat"):
         shipped.edit(pair.source, prompt="add a hat", source_mask=result.target_labels, operation="attribute")
     unplaceable = pair.source_labels.copy()
     unplaceable[unplaceable == CLASSES.index("left eye")] = CLASSES.index("skin")
     with pytest.raises(EditError, match="both eyes"):
         shipped.edit(pair.source, prompt="add a hat", source_mask=unplaceable, operation="attribute")
+
+
+def test_attribute_regions_with_and_without_drawn_shapes():
+    from facemogle.edit import ATTRIBUTE_REGIONS, attribute_target, drawn_shapes
+    from facemogle.shapes import add_eyeglasses
+
+    labels = make_pair(0, "hair_length").source_labels  # short hair
+    ids = {c: CLASSES.index(c) for c in ("cloth", "neck", "background", "hair", "eyeglasses", "hat")}
+    for prompt, region, covered in [("make the shirt red", None, "cloth"), ("add a necklace", None, "neck"),
+                                    ("make it blond", "hair,background", "background")]:  # fmt: skip
+        target, changed, shapes, repainted = attribute_target(labels, prompt, attribute_classes(prompt) if region is None
+                                                              else (region.split(",")), region)  # fmt: skip
+        assert not shapes and changed[labels == ids[covered]].all(), prompt
+    # long hair: only the new hair and where it grows; the background elsewhere is kept
+    target, changed, shapes, repainted = attribute_target(
+        labels, "make the hair long", attribute_classes("make the hair long")
+    )
+    assert shapes == ("hair_length",) and repainted == () and changed.mean() < 0.5
+    assert (changed == (target != labels)).all() and (target[changed] == ids["hair"]).all()
+    # a shape and a colour: the drawn hat plus the hair repainted
+    prompt, labels = "add a hat and make the hair blond", make_pair(0, "hat").source_labels  # no hat
+    target, changed, shapes, repainted = attribute_target(labels, prompt, attribute_classes(prompt))
+    assert shapes == ("hat",) and "hair" in repainted and changed[labels == ids["hair"]].all()
+    assert (target == ids["hat"]).any() and changed[target == ids["hat"]].all()
+    # already there: nothing to add; with another change, that change only
+    with_glasses = add_eyeglasses(make_pair(0, "eyeglasses").source_labels)
+    with pytest.raises(NoChangeError, match="already shows eyeglasses"):
+        attribute_target(with_glasses, "add eyeglasses", attribute_classes("add eyeglasses"))
+    prompt = "add sunglasses and red lipstick"
+    target, changed, shapes, repainted = attribute_target(with_glasses, prompt, attribute_classes(prompt))
+    assert shapes == () and (target == with_glasses).all() and changed.any()
+    # every keyword of a shape's classes draws it
+    shape_keys = [
+        keys for keys, region in ATTRIBUTE_REGIONS.items() if region[0] in ("eyeglasses", "hat", "mouth")
+    ]
+    for word in [w for keys in shape_keys for w in keys if w not in ("mouth", "teeth")] + ["bangs", "fringe"]:
+        assert drawn_shapes(f"add {word}", attribute_classes(f"add {word}")), word
+    assert drawn_shapes("make the hair longer", attribute_classes("make the hair longer")) == ("hair_length",)
+
+
+def test_shortening_or_stopping_is_a_removal(shipped):
+    long_haired = make_pair(0, "hair_length")
+    for prompt, match in [("make her stop smiling", "removals are mask edits"),
+                          ("make the hair shorter", "removals are mask edits"),
+                          ("make the hair short", "shortens the hair")]:  # fmt: skip
+        with pytest.raises(EditError, match=match):
+            shipped.edit(long_haired.target, prompt=prompt, operation="attribute",
+                         source_mask=long_haired.target_labels, num_inference_steps=2)  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["inversion", "sdedit"])
