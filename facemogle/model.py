@@ -37,6 +37,9 @@ class FaceMoGLEConfig:
     # what the transformer outputs: "velocity" (ε − x0) or "x" (the clean image, turned into a velocity
     # before the loss and the sampler: x-prediction with a velocity loss)
     prediction: str = "velocity"
+    # a residual pixel-space head after the transformer (3×3 convolutions over the unpatchified output and
+    # x_t, this many hidden channels; 0: none), which can smooth across patch boundaries; zero-initialised
+    pixel_head: int = 0
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
@@ -133,6 +136,12 @@ class Denoiser(nn.Module):
         remember: keep them in the model's in-memory cache of masks, where it has one."""
         raise NotImplementedError
 
+    def refine(
+        self, output: torch.Tensor, noisy_tokens: torch.Tensor, grid: tuple[int, int] | None
+    ) -> torch.Tensor:
+        """The transformer's output tokens [B, N, C] after any head of the model's own (none here)."""
+        return output
+
     def guidance(self, batch: int, device) -> torch.Tensor | None:
         """FLUX's embedded guidance, for transformers that have one."""
         return None
@@ -212,6 +221,7 @@ class Denoiser(nn.Module):
             noisy_tokens, t, text.tokens, text.pooled, None, None, condition_tokens=condition_tokens,
             guidance=self.guidance(noisy_tokens.shape[0], noisy_tokens.device), constants=constants,
         )  # fmt: skip
+        output = self.refine(output, noisy_tokens, grid)
         if self.prediction == "velocity":
             return output
         # x-prediction: v = (x_t − x̂0) / t, as x_t = x0 + t·v
@@ -271,6 +281,18 @@ class FaceMoGLEModel(Denoiser):
         )
         self.transformer = ConditionedFlux(flux)
         self.mogle = MoGLE(config.mogle)
+        self.pixel_head = PixelHead(config.pixel_head) if config.pixel_head else None
+
+    def refine(
+        self, output: torch.Tensor, noisy_tokens: torch.Tensor, grid: tuple[int, int] | None
+    ) -> torch.Tensor:
+        if self.pixel_head is None:
+            return output
+        rows, cols = grid or self.grid(self.resolution, self.resolution)
+        height, width = rows * self.patch_size, cols * self.patch_size
+        pixels = self.decode(output, height, width)  # [B, 3, H, W]
+        noisy = self.decode(noisy_tokens.to(pixels.dtype), height, width)
+        return self.encode_images(pixels + self.pixel_head(torch.cat([pixels, noisy], dim=1)))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         return patchify(images, self.patch_size)
@@ -280,6 +302,20 @@ class FaceMoGLEModel(Denoiser):
 
     def mask_tokens(self, labels: torch.Tensor, remember: bool = True) -> torch.Tensor:
         return encode_masks(labels, self.patch_size)
+
+
+class PixelHead(nn.Module):
+    """Two 3×3 convolutions over [output, x_t] pixels [B, 6, H, W] → a correction [B, 3, H, W], 0 at init."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.inner = nn.Conv2d(6, hidden, 3, padding=1)
+        self.outer = nn.Conv2d(hidden, 3, 3, padding=1)
+        nn.init.zeros_(self.outer.weight)
+        nn.init.zeros_(self.outer.bias)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.outer(F.silu(self.inner(pixels)))
 
 
 @dataclass

@@ -227,6 +227,23 @@ def test_x_prediction_turns_the_clean_image_into_a_velocity():
     assert pipe(mask=face_like_labels(32), num_inference_steps=2)[0].size == (32, 32)
 
 
+def test_the_pixel_head_starts_as_the_identity_and_learns_across_patch_boundaries():
+    from facemogle.model import FaceMoGLEConfig, FaceMoGLEModel, config_for_size
+
+    torch.manual_seed(0)
+    model = FaceMoGLEModel(config_for_size("tiny", pixel_head=8))
+    plain = FaceMoGLEModel(config_for_size("tiny"))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("pixel_head.")})
+    text = FaceMoGLEPipeline.init("tiny").text_encoder.encode(["a woman"])
+    x, t = torch.randn(1, 64, 48), torch.tensor([0.5])
+    torch.testing.assert_close(model(x, t, text), plain(x, t, text))  # zero-initialised: no change
+    with torch.no_grad():
+        model.pixel_head.outer.weight.normal_()
+    pixels = model.decode(model(x, t, text) - plain(x, t, text), 32, 32)[0].abs().sum(0)  # [32, 32]
+    assert pixels[:, 3:5].sum() > 0 and pixels[3:5, :].sum() > 0  # it reaches across the first boundary
+    assert FaceMoGLEConfig.from_dict(model.config.to_dict()).pixel_head == 8
+
+
 @pytest.mark.parametrize("resolution", [64, 128])
 def test_other_resolutions(resolution):
     pipe = FaceMoGLEPipeline.init("tiny", resolution=resolution)

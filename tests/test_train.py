@@ -88,12 +88,16 @@ def test_training_changes_weights_and_logs(data, tmp_path):
 
 def test_auto_precision_patch_size_and_prediction_are_saved(data, tmp_path):
     run = train(config(data, tmp_path / "r", steps=1, mixed_precision="auto", patch_size=8, prediction="x",
-                       time_shift=2.0))  # fmt: skip
+                       time_shift=2.0, pixel_head=4))  # fmt: skip
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["mixed_precision"] == resolve_mixed_precision("auto", "cpu")
     assert saved["patch_size"] == 8 and saved["prediction"] == "x" and saved["time_shift"] == 2.0
     model_config = json.loads((run / "model" / "config.json").read_text())
-    assert model_config["patch_size"] == 8 and model_config["prediction"] == "x"
+    assert (
+        model_config["patch_size"] == 8
+        and model_config["prediction"] == "x"
+        and model_config["pixel_head"] == 4
+    )
 
 
 def test_run_folder_is_protected(data, tmp_path):

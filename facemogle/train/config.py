@@ -35,6 +35,7 @@ class TrainConfig:
     resolution: int = 64
     patch_size: int | None = None  # compact: pixels per token side; None: the preset's (4 at "small")
     prediction: str | None = None  # compact: velocity | x (x-prediction, velocity loss); None: the preset's
+    pixel_head: int = 0  # compact: hidden channels of a residual 3×3-convolution head in pixels (0: none)
     time_shift: float = 1.0  # training times t' = s·t / (1 + (s − 1)·t) of logit-normal t; 1: unwarped
     gating: str = "dynamic"  # MoGLE ablations: dynamic | static | scalar | none
     experts: bool = True
@@ -88,6 +89,8 @@ class TrainConfig:
         overrides = {"patch_size": self.patch_size} if self.patch_size else {}
         if self.prediction:
             overrides["prediction"] = self.prediction
+        if self.pixel_head:
+            overrides["pixel_head"] = self.pixel_head
         config = config_for_size(self.size, resolution=self.resolution, **overrides)
         config.mogle = self.mogle_config(config.mogle)
         return config
