@@ -1,0 +1,151 @@
+"""Sampling quality against cost: the same N test items generated with each sampler setting (Euler and Heun
+at 4–50 steps, guidance intervals), scored by `facemogle eval`, compared with the 50-step Euler reference on
+paired intervals (`facemogle compare`). Cost is transformer rows per image: velocity evaluations × the
+guidance branches each needs. The chosen default is the cheapest setting not worse than the reference
+beyond the paired interval on any mIoU or attribute accuracy. Resumable: evaluations are reused.
+
+    python benchmarks/sampling_curve.py --model runs/default128/model --data data/synthface128 --n 200
+
+Writes <runs>/curve.md (the table and the choice) and <runs>/curve.png (mIoU and accuracy against cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from facemogle.cli import main as facemogle
+from facemogle.flow import MASK_GUIDANCE, TEXT_GUIDANCE, guidance_branches, inside, time_grid, time_shift
+from facemogle.metrics.compare import compare
+
+MODES = {"mask": (False, True), "text": (True, False), "both": (True, True)}  # (has text, has mask)
+FULL = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Setting:
+    sampler: str
+    steps: int
+    text_interval: tuple[float, float] = FULL
+    mask_interval: tuple[float, float] = FULL
+
+    @property
+    def name(self) -> str:
+        name = f"{self.sampler}{self.steps}"
+        if (self.text_interval, self.mask_interval) != (FULL, FULL):
+            name += f"_t{self.text_interval[0]:g}-{self.text_interval[1]:g}_m{self.mask_interval[0]:g}-{self.mask_interval[1]:g}"
+        return name
+
+    def flags(self) -> list[str]:
+        return ["--sampler", self.sampler, "--steps", str(self.steps),
+                "--text-interval", *map(str, self.text_interval), "--mask-interval", *map(str, self.mask_interval)]  # fmt: skip
+
+    def rows(self, mode: str, tokens: int) -> int:
+        """Transformer rows per image in a mode: each velocity evaluation's guidance branches."""
+        has_text, has_mask = MODES[mode]
+        grid = time_grid(self.steps, time_shift(tokens)).tolist()
+        times = list(grid[:-1])
+        if self.sampler == "heun":
+            times += [t for t in grid[1:] if t > 0]  # the corrector's evaluations
+        total = 0
+        for t in times:
+            text_scale = TEXT_GUIDANCE if inside(t, self.text_interval) else 1.0
+            mask_scale = MASK_GUIDANCE if inside(t, self.mask_interval) else 1.0
+            total += len(guidance_branches(has_text, has_mask, text_scale, mask_scale))
+        return total
+
+
+REFERENCE = Setting("euler", 50)
+SETTINGS = [REFERENCE] + [Setting("euler", n) for n in (4, 6, 8, 12, 16, 20, 28)] + [
+    Setting("heun", n) for n in (3, 4, 6, 8, 12)
+] + [Setting("euler", n, (0.0, 0.8), (0.0, 0.8)) for n in (12, 20)] + [
+    Setting("euler", n, (0.1, 0.9), (0.1, 1.0)) for n in (12, 20)
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="model folder (default: the shipped model)")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--runs", default="runs/sampling_curve")
+    parser.add_argument(
+        "--tokens", type=int, default=256, help="the model's image tokens (for the time grid)"
+    )
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    folders = []
+    for setting in SETTINGS:
+        out = runs / setting.name
+        code = facemogle(["eval", *(["--model", args.model] if args.model else []), "--data", args.data,
+                          "--n", str(args.n), "--out", str(out), "--device", args.device, *setting.flags()])  # fmt: skip
+        if code:
+            raise SystemExit(f"eval of {setting.name} failed with exit code {code}")
+        folders.append(str(out))
+    table, points, choice = summarise(SETTINGS, compare(folders), args.tokens)
+    (runs / "curve.md").write_text(table + f"\nChosen default: {choice}\n")
+    plot(points).save(runs / "curve.png")
+    print(table + f"\nChosen default: {choice}")
+
+
+def summarise(settings: list[Setting], rows: list[dict], tokens: int) -> tuple[str, list, str]:
+    """The markdown table (one line per setting), the plot's points and the cheapest setting not worse than
+    the reference beyond a paired interval."""
+    by_eval: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_eval.setdefault(row["eval"], {})[row["mode"]] = row
+    lines = ["| setting | rows per image (mask / text / both) | mask mIoU (Δ) | text acc (Δ) | both mIoU (Δ) | "
+             "both acc (Δ) | Fréchet (mask / text / both) | not worse |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    points, candidates = [], []
+    for setting, modes in zip(settings, by_eval.values()):
+        cells, worse = [], False
+        for mode, metric in (("mask", "miou"), ("text", "accuracy"), ("both", "miou"), ("both", "accuracy")):
+            row = modes[mode]
+            low, high = row.get(f"{metric}_difference_interval", (0.0, 0.0))
+            worse |= high < 0
+            delta = row.get(f"{metric}_difference")
+            cells.append(
+                f"{row[metric]:.3f}" + ("" if delta is None else f" ({delta:+.3f} [{low:+.3f}, {high:+.3f}])")
+            )
+        cost = [setting.rows(mode, tokens) for mode in MODES]
+        frechet = " / ".join(f"{modes[m]['frechet']:.1f}" for m in MODES)
+        lines.append(f"| {setting.name} | {' / '.join(map(str, cost))} | {' | '.join(cells)} | {frechet} | "
+                     f"{'no' if worse else 'yes'} |")  # fmt: skip
+        points.append((setting, sum(cost), modes["mask"]["miou"], modes["text"]["accuracy"]))
+        if not worse:
+            candidates.append((sum(cost), setting.name))
+    return "\n".join(lines) + "\n", points, min(candidates)[1]
+
+
+def plot(points: list, size: tuple[int, int] = (720, 400)) -> Image.Image:
+    """mask mIoU (blue) and text accuracy (red) against rows per image (all three modes); Heun as squares."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = 60, 20, size[0] - 20, size[1] - 40
+    draw.rectangle((left, top, right, bottom), outline="black")
+    costs = np.log([p[1] for p in points])
+    values = np.array([v for p in points for v in p[2:]])
+    low, high = float(values.min()) - 0.02, float(values.max()) + 0.02
+    for setting, cost, miou, accuracy in points:
+        x = left + (np.log(cost) - costs.min()) / max(np.ptp(costs), 1e-9) * (right - left)
+        for value, color in ((miou, "blue"), (accuracy, "red")):
+            y = bottom - (value - low) / (high - low) * (bottom - top)
+            box = (x - 4, y - 4, x + 4, y + 4)
+            (draw.rectangle if setting.sampler == "heun" else draw.ellipse)(box, outline=color, width=2)
+    draw.text((left, bottom + 8), f"rows per image (log), {min(p[1] for p in points)}–{max(p[1] for p in points)}",
+              fill="black")  # fmt: skip
+    draw.text(
+        (left + 4, top + 4), f"blue: mask mIoU, red: text accuracy ({low:.2f}–{high:.2f})", fill="black"
+    )
+    return image
+
+
+if __name__ == "__main__":
+    main()

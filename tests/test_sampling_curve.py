@@ -1,0 +1,50 @@
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_curve.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("sampling_curve", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sampling_curve"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_costs_count_every_guidance_branch_of_every_evaluation():
+    curve = load()
+    euler = curve.Setting("euler", 10)
+    assert [euler.rows(mode, 256) for mode in ("mask", "text", "both")] == [20, 20, 30]
+    heun = curve.Setting("heun", 10)  # 19 evaluations: no corrector on the last step
+    assert heun.rows("both", 256) == 57
+    early = curve.Setting("euler", 10, (0.0, 0.8), (0.0, 0.8))  # no guidance while t > 0.8
+    grid = curve.time_grid(10, curve.time_shift(256))[:-1]
+    high = int((grid > 0.8).sum())
+    assert 0 < high < 10 and early.rows("both", 256) == 30 - 2 * high
+    assert early.name == "euler10_t0-0.8_m0-0.8" and curve.REFERENCE.name == "euler50"
+
+
+def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
+    curve = load()
+    settings = [curve.Setting("euler", 50), curve.Setting("euler", 4), curve.Setting("euler", 8)]
+
+    def rows(name, delta, high):
+        out = []
+        for mode in ("mask", "text", "both"):
+            row = {"eval": name, "mode": mode, "frechet": 10.0, "miou": 0.7, "accuracy": 0.8}
+            if name != "ref":
+                for metric in ("miou", "accuracy"):
+                    row[f"{metric}_difference"], row[f"{metric}_difference_interval"] = (
+                        delta,
+                        [delta - 0.01, high],
+                    )
+            out.append(row)
+        return out
+
+    table, points, choice = curve.summarise(
+        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), 256
+    )
+    assert choice == "euler8" and "| euler4 |" in table and table.count("| no |") == 1
+    assert curve.plot(points).size == (720, 400)
