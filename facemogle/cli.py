@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -87,7 +88,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sampling = _sampling_overrides(args)
         images = pipe(
             prompt=args.prompt, mask=args.mask, num_inference_steps=sampling.pop("steps"), seed=args.seed,
-            num_images=args.num_images, fit=args.fit, progress=True, text_only=args.text_only, **sampling,
+            num_images=args.num_images, fit=args.fit, progress=True, text_only=args.text_only,
+            watermark=not args.no_watermark, **sampling,
         )  # fmt: skip
     for warning in caught:
         print(f"facemogle generate: warning: {warning.message}", file=sys.stderr)
@@ -162,6 +164,14 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
         )  # fmt: skip
 
 
+def _add_watermark_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-watermark", action="store_true",
+        help="save the faces unmarked (by default they carry facemogle's invisible watermark, 128² and up; "
+        "`facemogle detect --watermark` reads it)",
+    )  # fmt: skip
+
+
 def _sampling_overrides(args: argparse.Namespace) -> dict:
     """The sampling settings given on the command line (None: the model's)."""
     return {"steps": args.steps, "text_guidance": args.text_guidance, "mask_guidance": args.mask_guidance,
@@ -182,6 +192,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--overwrite", action="store_true", help="replace existing output images")
     gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
     _add_sampling_options(gen)
+    _add_watermark_option(gen)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument(
@@ -213,11 +224,16 @@ def cmd_edit(args: argparse.Namespace) -> None:
     pipe = _load_pipeline(args, args.device)
     parser = load_parser(args.parser) if args.parser else None
     sampling = _sampling_overrides(args)
-    result = pipe.edit(
-        face, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
-        source_prompt=args.source_prompt, region=args.region, method=args.method, strength=args.strength,
-        seed=args.seed, num_inference_steps=sampling.pop("steps"), parser=parser, **sampling,
-    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = pipe.edit(
+            face, operation=args.op, mask=args.mask, source_mask=args.source_mask, prompt=args.prompt,
+            source_prompt=args.source_prompt, region=args.region, method=args.method, strength=args.strength,
+            seed=args.seed, num_inference_steps=sampling.pop("steps"), parser=parser,
+            watermark=not args.no_watermark, **sampling,
+        )  # fmt: skip
+    for warning in caught:
+        print(f"facemogle edit: warning: {warning.message}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_image(result.images[0], out)
     print(f"{out} ({result.operation} edit, {result.method}, strength {result.strength:g})")
@@ -279,6 +295,7 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
     ed.add_argument("--strength", type=float, help="the start time t_s in (0, 1] (default: the method's)")
     ed.add_argument("--seed", type=int, default=0)
     _add_sampling_options(ed)
+    _add_watermark_option(ed)
     ed.add_argument(
         "--parser", help="face parser: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth"
     )
@@ -690,8 +707,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import launch
 
     launch(
-        args.model, host=args.host, port=args.port, allow_remote=args.allow_remote, parser_folder=args.parser
-    )
+        args.model, host=args.host, port=args.port, allow_remote=args.allow_remote, parser_folder=args.parser,
+        watermark=not args.no_watermark,
+    )  # fmt: skip
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -705,6 +723,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         help="face parser for photo → mask: a CelebAMask-HQ SegFormer folder or BiSeNet's "
         "79999_iter.pth (default: the shipped SynthFace parser)",
     )
+    _add_watermark_option(demo)
     demo.set_defaults(func=cmd_demo)
 
 

@@ -106,10 +106,12 @@ def run(
     count,
     *,
     folder: Path,
+    watermark: bool = True,
 ):
     """Generate; returns (gallery images, downloadable files, status text). Raises DemoInputError on bad input.
 
-    folder: where the downloadable files go; the previous call's files there are replaced."""
+    folder: where the downloadable files go; the previous call's files there are replaced. watermark: mark
+    the faces (facemogle/watermark.py; 128² and up)."""
     _check_range("Steps", steps, STEPS)
     _check_range("Number of images", count, COUNT)
     _check_range("Text guidance", text_guidance, GUIDANCE)
@@ -123,6 +125,7 @@ def run(
     images = pipe(
         prompt=prompt or None, mask=labels, num_inference_steps=int(steps), text_guidance=float(text_guidance),
         mask_guidance=float(mask_guidance), seed=seed, num_images=int(count), fit="crop", progress=True,
+        watermark=watermark,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     for old in folder.glob("face_*.png"):
@@ -140,7 +143,7 @@ def run(
 
 def run_edit(
     pipe, face, source_labels, painted, operation, prompt, region, strength, steps, seed, method=DEFAULT_METHOD,
-    *, folder: Path,
+    *, folder: Path, watermark: bool = True,
 ):  # fmt: skip
     """Edit the loaded face; returns (gallery: source, masks, edit; downloadable files; status).
 
@@ -165,7 +168,7 @@ def run_edit(
             face, operation=kind, mask=mask, source_mask=source_labels, prompt=(prompt or "").strip() or None,
             region=((region or "").strip() or None) if kind == "attribute" else None,
             strength=float(strength) or None, num_inference_steps=int(steps), seed=int(seed),
-            method=None if method == DEFAULT_METHOD else method,
+            method=None if method == DEFAULT_METHOD else method, watermark=watermark,
         )  # fmt: skip
     except EditError as error:
         raise DemoInputError(str(error)) from None
@@ -207,9 +210,9 @@ def blank_canvas() -> np.ndarray:
     return np.zeros((CANVAS, CANVAS, 3), np.uint8)
 
 
-def build_app(pipe, parser=None):
+def build_app(pipe, parser=None, watermark: bool = True):
     """The Gradio Blocks app. parser: a face parser (photo → label map; see `parsing.load_parser`), default
-    the shipped SynthFace parser."""
+    the shipped SynthFace parser; watermark: mark the faces it makes (128² and up)."""
     import gradio as gr
 
     from .parsing import load_parser
@@ -247,7 +250,7 @@ def build_app(pipe, parser=None):
     atexit.register(shutil.rmtree, outputs, ignore_errors=True)
 
     def on_generate(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio reads it from the default
-        gallery, files, status = run(pipe, *inputs, folder=outputs)
+        gallery, files, status = run(pipe, *inputs, folder=outputs, watermark=watermark)
         return gallery, files, status, Image.open(files[0]).convert("RGB")
 
     def on_face(path):
@@ -261,7 +264,7 @@ def build_app(pipe, parser=None):
         return load_face(parser, face)
 
     def on_edit(*inputs, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        return run_edit(pipe, *inputs, folder=outputs)
+        return run_edit(pipe, *inputs, folder=outputs, watermark=watermark)
 
     # Gradio keeps its own copy of every file it serves: every 10 minutes, delete those over an hour old
     with gr.Blocks(title="facemogle", delete_cache=(600, 3600)) as app:
@@ -451,8 +454,9 @@ def parse_photo(parser, photo: Image.Image) -> np.ndarray:
 
 
 def launch(
-    model=None, host: str = "127.0.0.1", port: int = 7860, allow_remote: bool = False, parser_folder=None
-):
+    model=None, host: str = "127.0.0.1", port: int = 7860, allow_remote: bool = False, parser_folder=None,
+    watermark: bool = True,
+):  # fmt: skip
     """Start the app; binding to anything but loopback needs allow_remote."""
     from .parsing import load_parser
     from .pipeline import FaceMoGLEPipeline
@@ -466,5 +470,5 @@ def launch(
             f"warning: the demo is reachable from other machines on {host}:{port}; anyone there can use it."
         )
     pipe = FaceMoGLEPipeline.from_pretrained(model)
-    app = build_app(pipe, load_parser(parser_folder))
+    app = build_app(pipe, load_parser(parser_folder), watermark)
     app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_BYTES, show_error=True)

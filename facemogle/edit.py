@@ -42,6 +42,7 @@ from .images import images_to_tensor, tensor_to_images
 from .labels import CLASSES, IMAGE_FORMATS, MaskSource, load_mask, resize_labels
 from .parsing import load_parser, parse_images
 from .shapes import SHAPE_WORDS, SHAPES, ShapeError, shows
+from .watermark import mark_all
 
 OPERATIONS = ("mask", "attribute", "regenerate")
 METHODS = {
@@ -125,6 +126,10 @@ class EditResult:
 
 
 # --- the region ---
+
+
+def _maybe_marked(images: list[Image.Image], watermark: bool) -> list[Image.Image]:
+    return mark_all(images) if watermark else images
 
 
 def changed_region(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -410,6 +415,7 @@ def edit(
     parser=None,
     classifier=None,
     autocast: bool | None = None,
+    watermark: bool | None = None,
 ) -> EditResult:
     """Edit a face; see the module's docstring for the operations. `FaceMoGLEPipeline.edit` calls this.
 
@@ -419,6 +425,7 @@ def edit(
     parser at the compact scale). source_prompt: the source's caption; None at the compact scale is the
     caption of the shipped attribute classifier's reading of the image (`classifier`), so an attribute
     edit is that caption with the stated attribute changed; at full scale "".
+    watermark: mark the edited images after the paste-back (as `FaceMoGLEPipeline.__call__`'s watermark).
     """
     # 1. Check inputs
     operation = infer_operation(operation, mask, prompt)
@@ -502,7 +509,8 @@ def edit(
     decoded = pipe.model.decode(tokens.float(), size, size).cpu()
     pasted = paste * decoded + (1 - paste) * z_pixels
     return EditResult(
-        tensor_to_images(pasted), paste.numpy(), source_labels, target_labels, operation, method, strength,
+        _maybe_marked(tensor_to_images(pasted), pipe.watermark_for(watermark)), paste.numpy(), source_labels,
+        target_labels, operation, method, strength,
         target_prompt, source_prompt,
         {"steps": sampling.steps, "text_guidance": sampling.text_guidance, "mask_guidance": sampling.mask_guidance,
          "seed": seed, "region_classes": list(repainted), "drawn_shapes": list(shapes)},

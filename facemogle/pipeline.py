@@ -25,7 +25,7 @@ from .flow import (
     time_grid,
     time_shift,
 )
-from .images import tensor_to_images
+from .images import images_to_tensor, tensor_to_images
 from .io import atomic_write, write_json
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
@@ -33,6 +33,7 @@ from .mogle import MoGLEConfig
 from .precision import bf16_is_fast
 from .text import MiniLMTextEncoder, TextEmbedding, TextEncoder
 from .transformer import AttentionOptions
+from .watermark import mark_all
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -172,6 +173,10 @@ class FaceMoGLEPipeline:
             config = {"format": FLUX_FORMAT, **self.config.to_dict()}
         write_json(folder / CONFIG_FILE, config)
 
+    def watermark_for(self, watermark: bool | None) -> bool:
+        """Whether outputs are marked: as asked, or by default at full scale only."""
+        return (not self.is_compact) if watermark is None else bool(watermark)
+
     @property
     def is_compact(self) -> bool:
         """The compact scale (pixel space, SynthFace evaluators apply), not FLUX."""
@@ -256,6 +261,7 @@ class FaceMoGLEPipeline:
         generator: torch.Generator | None = None,
         callback_on_step_end: Callable | None = None,
         output_type: str = "pil",
+        watermark: bool | None = None,
     ) -> list[Image.Image] | np.ndarray | torch.Tensor:
         """Generate num_images faces. At least one of prompt and mask is required, unless unconditional=True
         (samples from neither, e.g. for a realism baseline).
@@ -274,6 +280,9 @@ class FaceMoGLEPipeline:
         output_type: "pil" (a list of images), "np" ([B, H, W, 3] floats in [0, 1]) or "pt" ([B, 3, H, W]).
         autocast: bfloat16 autocast on the model's device; None: where the device runs bfloat16 fast
             (GPUs, CPUs with AVX512-BF16 or AMX; see benchmarks/bench_transformer.py).
+        watermark: add the invisible watermark (facemogle/watermark.py; images of 128² and up, smaller ones
+            are left unmarked with a warning); None: at full scale yes, at the compact scale no (the CLI and
+            the demo mark what they save). Marked "np"/"pt" outputs are 8-bit values.
         """
         # 1. Check inputs; fill what the caller left out from the model's sampling defaults
         sampling = self.config.sampling.override(
@@ -310,7 +319,9 @@ class FaceMoGLEPipeline:
                 on_step_end=self._step_end(callback_on_step_end),
             )  # fmt: skip
         # 5. Decode
-        return _output(self.model.decode(tokens.float(), height, width), output_type)
+        return _output(
+            self.model.decode(tokens.float(), height, width), output_type, self.watermark_for(watermark)
+        )
 
     def edit(self, image, **options) -> EditResult:
         """Edit an existing face: a new mask (operation "mask"), one attribute ("attribute", e.g. "make the
@@ -431,8 +442,14 @@ def _noise(shape: tuple[int, ...], seed: int | None, generator: torch.Generator 
     return torch.randn(shape, generator=generator, device=generator.device)
 
 
-def _output(images: torch.Tensor, output_type: str):
-    """Decoded images [B, 3, H, W] in [-1, 1] as PIL images, or in [0, 1] as a [B, H, W, 3] array or the tensor."""
+def _output(images: torch.Tensor, output_type: str, watermark: bool = False):
+    """Decoded images [B, 3, H, W] in [-1, 1] as PIL images, or in [0, 1] as a [B, H, W, 3] array or the tensor;
+    watermarked first when asked (where they are large enough)."""
+    if watermark:
+        marked = mark_all(tensor_to_images(images))
+        if output_type == "pil":
+            return marked
+        images = images_to_tensor(marked, marked[0].width).to(images.device)
     if output_type == "pil":
         return tensor_to_images(images)
     images = (images.float().clamp(-1, 1) + 1) / 2

@@ -17,6 +17,7 @@ The seed is public: this marks images as facemogle's for honest pipelines; anyon
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from math import comb
 
@@ -100,6 +101,18 @@ def read(image: Image.Image) -> WatermarkReading:
     bits = projections(image) > 0  # [32]
     matching = int((bits == PAYLOAD).sum())
     return WatermarkReading(bits, matching, matching >= DECISION)
+
+
+def mark_all(images: list[Image.Image]) -> list[Image.Image]:
+    """The images marked; images under 128² are returned unmarked, with a warning."""
+    if min(images[0].size) < CANONICAL:
+        warnings.warn(
+            f"The {images[0].width}×{images[0].height} images are left unmarked: the watermark needs "
+            f"{CANONICAL}² or more.",
+            stacklevel=3,
+        )
+        return images
+    return [mark(image) for image in images]
 
 
 def _rgb(image: Image.Image) -> Image.Image:

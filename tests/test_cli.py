@@ -166,3 +166,37 @@ def test_commands_that_write_refuse_existing_outputs_without_overwrite(tmp_path,
     (tmp_path / "ev" / "parser" / "config.json").write_text("{}")
     assert main(["train-evaluators", "--data", str(data), "--out", str(tmp_path / "ev"), "--steps", "1"]) == 2
     assert "parser exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_generate_and_edit_save_marked_faces_unless_told_not_to(tmp_path, capsys):
+    import numpy as np
+    from conftest import face_like_labels
+    from PIL import Image
+
+    from facemogle.labels import save_mask
+    from facemogle.model import FaceMoGLEModel, config_for_size
+    from facemogle.pipeline import FaceMoGLEPipeline
+    from facemogle.watermark import read
+
+    torch.manual_seed(0)
+    FaceMoGLEPipeline(FaceMoGLEModel(config_for_size("tiny", resolution=128, patch_size=16))).save_pretrained(
+        tmp_path / "m128"
+    )
+    save_mask(face_like_labels(128), tmp_path / "mask.png")
+    base = ["--model", str(tmp_path / "m128"), "--steps", "2"]
+    assert (
+        main(["generate", *base, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "a.png")]) == 0
+    )
+    assert main(["generate", *base, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "b.png"),
+                 "--no-watermark"]) == 0  # fmt: skip
+    assert read(Image.open(tmp_path / "a.png")).marked and not read(Image.open(tmp_path / "b.png")).marked
+    edit = ["edit", *base, "--image", str(tmp_path / "b.png"), "--op", "regenerate", "--strength", "0.5",
+            "--source-mask", str(tmp_path / "mask.png")]  # fmt: skip
+    assert main([*edit, "--out", str(tmp_path / "e.png")]) == 0
+    assert main([*edit, "--out", str(tmp_path / "f.png"), "--no-watermark"]) == 0
+    assert read(Image.open(tmp_path / "e.png")).marked and not read(Image.open(tmp_path / "f.png")).marked
+    capsys.readouterr()
+    assert main(["generate", "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "small.png"),
+                 "--steps", "1"]) == 0  # the shipped 64² model: left unmarked, and the user is told  # fmt: skip
+    assert "left unmarked" in capsys.readouterr().err
+    assert np.asarray(Image.open(tmp_path / "small.png")).shape == (64, 64, 3)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import face_like_labels, word_tokenizer
 
+from facemogle.watermark import read
+
 pytest.importorskip("peft")
 
 
@@ -308,6 +310,7 @@ def test_paper_configuration_512_bf16_weights_without_autocast(flux_folder):
     images = pipe(prompt="she has blond hair", mask=mask, autocast=False)
     assert images[0].size == (512, 512) and np.asarray(images[0]).std() > 0
     assert rows == [1] * 28
+    assert read(images[0]).marked  # full-scale outputs are watermarked by default
     rows.clear()
     text_only = pipe(prompt="she has blond hair", num_inference_steps=2, autocast=False, output_type="np")
     assert text_only.shape == (1, 512, 512, 3) and rows == [1, 1]  # the all-background mask: one row
@@ -467,12 +470,17 @@ def test_edit_at_the_paper_configuration_512_bf16_weights_without_autocast(flux_
 
     pipe = FaceMoGLEPipeline.from_flux(flux_folder, dtype=torch.bfloat16)
     labels = face_like_labels(512)
-    source = pipe(mask=labels, num_inference_steps=2, autocast=False)[0]
+    source = pipe(mask=labels, num_inference_steps=2, autocast=False, watermark=False)[0]
     rows = _count_rows(pipe.model.transformer)
     result = pipe.edit(source, prompt="she has blond hair", operation="attribute", region="hair",
-                       source_mask=labels, autocast=False)  # fmt: skip
+                       source_mask=labels, autocast=False, watermark=False)  # fmt: skip
     assert result.images[0].size == (512, 512) and result.method == "flowedit"
     steps = len(sub_grid(time_grid(28, time_shift(32 * 32)), 0.85)) - 1  # the default 28 steps below t = 0.85
     assert 20 < steps < 28 and rows == [1] * (2 * steps)  # FlowEdit: a target and a source row per step
     outside = result.region == 0
     np.testing.assert_array_equal(np.asarray(result.images[0])[outside], np.asarray(source)[outside])
+    # by default full-scale outputs carry the watermark, an edit's after its paste-back
+    assert not read(source).marked and not read(result.images[0]).marked
+    marked = pipe.edit(source, prompt="she has blond hair", operation="attribute", region="hair",
+                       source_mask=labels, autocast=False, num_inference_steps=2).images[0]  # fmt: skip
+    assert read(marked).marked

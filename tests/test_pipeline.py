@@ -335,3 +335,22 @@ def test_sampling_defaults_come_from_the_model_config(tiny_pipe, tmp_path):
     rows.clear()
     pipe(prompt="she is smiling", mask=face_like_labels(32), num_inference_steps=2, text_guidance=2.0)
     assert rows == [2, 2]
+
+
+def test_compact_outputs_are_marked_when_asked_and_small_ones_say_they_are_not():
+    from facemogle.model import FaceMoGLEModel, config_for_size
+    from facemogle.watermark import read
+
+    torch.manual_seed(0)
+    pipe = FaceMoGLEPipeline(FaceMoGLEModel(config_for_size("tiny", resolution=128, patch_size=16)))
+    kwargs = dict(mask=face_like_labels(128), num_inference_steps=2)
+    plain = pipe(**kwargs)[0]  # the compact default: unmarked (the CLI and the demo mark what they save)
+    marked = pipe(**kwargs, watermark=True)[0]
+    assert not read(plain).marked and read(marked).marked
+    as_array = pipe(**kwargs, watermark=True, output_type="np")[0]  # [H, W, 3] in [0, 1], 8-bit values
+    np.testing.assert_array_equal(np.round(as_array * 255).astype(np.uint8), np.asarray(marked))
+    with pytest.warns(UserWarning, match="left unmarked: the watermark needs 128"):
+        small = FaceMoGLEPipeline.init("tiny")(
+            mask=face_like_labels(32), num_inference_steps=1, watermark=True
+        )
+    assert small[0].size == (32, 32)
