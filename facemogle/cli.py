@@ -82,6 +82,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
     grid_path = out.with_name(f"{out.stem}_grid{out.suffix}")
     _check_outputs(paths + ([grid_path] if args.grid else []), args.overwrite, inputs=[args.mask])
+    signing = _signing_key(args)
     pipe = _load_pipeline(args, args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -96,6 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for image, path in zip(images, paths):
         image.save(path)
+        _sign(path, signing, args, "c2pa.created")
         print(path)
     if args.grid:
         size = images[0].size
@@ -172,6 +174,33 @@ def _add_watermark_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_signing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sign-key", help="sign the saved faces with C2PA content credentials: your PEM private key"
+    )
+    parser.add_argument("--sign-cert", help="with --sign-key: its PEM certificate chain (end entity first)")
+
+
+def _signing_key(args: argparse.Namespace):
+    """The C2PA signing key of --sign-key/--sign-cert (both or neither), read before any work."""
+    if bool(args.sign_key) != bool(args.sign_cert):
+        raise UsageError(
+            "signing needs both --sign-key KEY.pem and --sign-cert CHAIN.pem; without them nothing is signed"
+        )
+    if not args.sign_key:
+        return None
+    from .credentials import load_signing_key
+
+    return load_signing_key(args.sign_key, args.sign_cert)
+
+
+def _sign(path: Path, key, args: argparse.Namespace, action: str) -> None:
+    if key is not None:
+        from .credentials import sign_image
+
+        sign_image(path, key, model=str(args.model or "the shipped default model"), action=action)
+
+
 def _sampling_overrides(args: argparse.Namespace) -> dict:
     """The sampling settings given on the command line (None: the model's)."""
     return {"steps": args.steps, "text_guidance": args.text_guidance, "mask_guidance": args.mask_guidance,
@@ -193,6 +222,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
     _add_sampling_options(gen)
     _add_watermark_option(gen)
+    _add_signing_options(gen)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument(
@@ -221,6 +251,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     outputs = [out] + [grid_path] * args.grid + mask_paths * args.save_masks
     _check_outputs(outputs, args.overwrite, inputs=[args.image, args.mask, args.source_mask, args.parser])
     face = open_face(args.image)  # read once, and checked before the model loads
+    signing = _signing_key(args)
     pipe = _load_pipeline(args, args.device)
     parser = load_parser(args.parser) if args.parser else None
     sampling = _sampling_overrides(args)
@@ -236,6 +267,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         print(f"facemogle edit: warning: {warning.message}", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save_image(result.images[0], out)
+    _sign(out, signing, args, "c2pa.edited")
     print(f"{out} ({result.operation} edit, {result.method}, strength {result.strength:g})")
     if result.prompt or result.source_prompt:
         print(f"  prompt: {result.source_prompt!r} → {result.prompt!r}")
@@ -296,6 +328,7 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
     ed.add_argument("--seed", type=int, default=0)
     _add_sampling_options(ed)
     _add_watermark_option(ed)
+    _add_signing_options(ed)
     ed.add_argument(
         "--parser", help="face parser: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth"
     )
@@ -350,6 +383,46 @@ def cmd_init_model(args: argparse.Namespace) -> None:
     _check_outputs([args.out], args.overwrite)
     FaceMoGLEPipeline.init(args.size, seed=args.seed).save_pretrained(args.out)
     print(f"random {args.size} model written to {args.out}")
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    from .credentials import CredentialsError, describe, read_credentials
+    from .labels import IMAGE_FORMATS
+    from .watermark import DECISION, WatermarkError, read
+
+    faces = {}
+    for path in args.images:  # all read before any report
+        try:
+            with Image.open(path, formats=IMAGE_FORMATS) as opened:
+                faces[path] = opened.convert("RGB")
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise UsageError(
+                f"{path} is not a readable image ({error}); pass PNG, JPEG or WEBP files."
+            ) from None
+    for path, face in faces.items():
+        lines = []
+        if args.watermark:
+            try:
+                reading = read(face)
+                verdict = "found" if reading.marked else "not found"
+                lines.append(f"watermark {verdict} ({reading.matching}/32 bits of the payload; ≥ {DECISION} "
+                             f"counts as found; chance for an unmarked image {reading.false_positive_rate:.1e})")  # fmt: skip
+            except WatermarkError as error:
+                lines.append(f"watermark not readable: {error}")
+        try:
+            lines.append(describe(read_credentials(path)))
+        except CredentialsError as error:
+            lines.append(str(error))
+        print(f"{path}: " + "; ".join(lines))
+
+
+def add_detect_parser(subparsers: argparse._SubParsersAction) -> None:
+    detect = subparsers.add_parser(
+        "detect", help="read what an image says about its making: facemogle's watermark, content credentials"
+    )
+    detect.add_argument("images", nargs="+", help="PNG, JPEG or WEBP images")
+    detect.add_argument("--watermark", action="store_true", help="read facemogle's invisible watermark")
+    detect.set_defaults(func=cmd_detect)
 
 
 def add_init_model_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -745,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(subparsers)
     add_export_parser(subparsers)
     add_demo_parser(subparsers)
+    add_detect_parser(subparsers)
     add_init_model_parser(subparsers)
     return parser
 

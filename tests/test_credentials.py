@@ -91,3 +91,46 @@ def test_bad_keys_and_certificates_get_a_clear_error(credentials, tmp_path):
     with pytest.raises(CredentialsError, match="end-entity certificate of this key"):
         sign_image(path, load_signing_key(credentials / "key.pem", credentials / "other.pem"), model="m")
     assert path.read_bytes() == before  # a failed signing leaves the image as it was
+
+
+def test_generate_signs_and_detect_reports_the_watermark_and_the_credentials(credentials, tmp_path, capsys):
+    import torch
+    from conftest import face_like_labels
+
+    from facemogle.cli import main
+    from facemogle.labels import save_mask
+    from facemogle.model import FaceMoGLEModel, config_for_size
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    torch.manual_seed(0)
+    FaceMoGLEPipeline(FaceMoGLEModel(config_for_size("tiny", resolution=128, patch_size=16))).save_pretrained(
+        tmp_path / "m"
+    )
+    save_mask(face_like_labels(128), tmp_path / "mask.png")
+    keys = ["--sign-key", str(credentials / "key.pem"), "--sign-cert", str(credentials / "chain.pem")]
+    generate = [
+        "generate",
+        "--model",
+        str(tmp_path / "m"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--steps",
+        "1",
+    ]
+    assert main([*generate, "--out", str(tmp_path / "signed.png"), *keys]) == 0
+    assert main([*generate, "--out", str(tmp_path / "plain.png"), "--no-watermark"]) == 0
+    Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
+    capsys.readouterr()
+    files = [str(tmp_path / n) for n in ("signed.png", "plain.png", "small.png")]
+    assert main(["detect", "--watermark", *files]) == 0
+    signed, plain, small = capsys.readouterr().out.strip().splitlines()
+    assert "watermark found (32/32" in signed and "content credentials Valid (AI-generated" in signed
+    assert "watermark not found" in plain and "no content credentials" in plain
+    assert "watermark not readable" in small and "too small" in small
+    assert (
+        main([*generate, "--out", str(tmp_path / "x.png"), "--sign-key", str(credentials / "key.pem")]) == 2
+    )
+    assert "needs both --sign-key" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+    (tmp_path / "notes.png").write_text("not an image")
+    assert main(["detect", str(tmp_path / "notes.png")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
