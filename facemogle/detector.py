@@ -1,0 +1,211 @@
+"""Detectors of generated faces: the probability that an image is generated, not a real face.
+
+Both work on neighbouring-pixel relations (NPR, Tan et al., CVPR 2024): the image minus its 2×-nearest
+down- and up-sampled copy, which carries the traces of a generator's up-sampling, fed to a truncated ResNet
+(a 3×3 stride-2 stem, max-pool, two residual stages, global average pool, one logit).
+- the project's own (`train_detector`; shipped in assets/evaluators/detector): basic blocks [2, 2], trained
+  on real SynthFace faces against the default model's; a folder with config.json and model.safetensors;
+- NPR's released ResNet-50 (bottleneck blocks [3, 4], their `NPR.pth`): a file the user brings, loaded
+  with weights_only=True; ImageNet normalisation as in their evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .errors import FaceMoGLEError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DetectorError(FaceMoGLEError, ValueError):
+    """A detector file or folder that cannot be used; the message says what was expected."""
+
+
+@dataclass
+class DetectorConfig:
+    block: str = "basic"  # basic (the project's) | bottleneck (NPR's ResNet-50)
+    layers: tuple[int, int] = (2, 2)
+    resolution: int = 128  # images are resized to this before the residual
+    threshold: float = 0.5  # the default decision: generated when the probability is at least this
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """x [B, 3, H, W] minus its nearest 2× down- then up-sampled copy (H, W even)."""
+    coarse = F.interpolate(
+        F.interpolate(x, scale_factor=0.5, mode="nearest"), scale_factor=2.0, mode="nearest"
+    )
+    return x - coarse
+
+
+class _Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class NPRNet(nn.Module):
+    """The NPR residual → stem → two residual stages → pooled → one logit (state-dict names as NPR's)."""
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        self.config = config
+        block = {"basic": _Basic, "bottleneck": _Bottleneck}[config.block]
+        self.conv1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes = 64
+        self.layer1 = self._stage(block, 64, config.layers[0], 1)
+        self.layer2 = self._stage(block, 128, config.layers[1], 2)
+        self.fc1 = nn.Linear(128 * block.expansion, 1)
+
+    def _stage(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images [B, 3, H, W] → logits [B] (positive: generated)."""
+        x = F.relu(self.bn1(self.conv1(npr_residual(x) * 2.0 / 3.0)))  # NPR's input scale
+        x = F.max_pool2d(x, 3, 2, 1)
+        x = self.layer2(self.layer1(x))
+        return self.fc1(x.mean(dim=(2, 3)))[:, 0]
+
+
+NPR_RESNET50 = DetectorConfig(block="bottleneck", layers=(3, 4), resolution=256)
+
+
+class Detector:
+    """A loaded detector: `probabilities(images)` → P(generated) per image."""
+
+    def __init__(self, network: NPRNet, normalise: bool):
+        self.network = network.eval()
+        self.config = network.config
+        self.normalise = normalise
+
+    def tensors(self, images: list[Image.Image]) -> torch.Tensor:
+        size = self.config.resolution
+        arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images]
+        x = torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # [B, 3, R, R] in [0, 1]
+        if self.normalise:
+            mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    @torch.no_grad()
+    def probabilities(self, images: list[Image.Image], batch: int = 64) -> np.ndarray:
+        out = [
+            torch.sigmoid(self.network(self.tensors(images[i : i + batch])))
+            for i in range(0, len(images), batch)
+        ]
+        return torch.cat(out).numpy()
+
+
+def load_detector(path: str | os.PathLike | None = None) -> Detector:
+    """The shipped detector (None), a folder saved by `save_detector`, or NPR's ResNet-50 weights file."""
+    if path is None:
+        from importlib import resources
+
+        path = Path(str(resources.files("facemogle") / "assets" / "evaluators" / "detector"))
+    path = Path(path)
+    if path.is_dir():
+        return _load_folder(path)
+    if not path.is_file():
+        raise DetectorError(
+            f"{path} does not exist; give a detector folder or NPR's ResNet-50 weights (.pth)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for files that are not its checkpoints
+        raise DetectorError(
+            f"{path} is not a PyTorch weights file that loads with weights_only=True ({error})."
+        ) from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise DetectorError(f"{path} holds no state dict.")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    network = NPRNet(NPR_RESNET50)
+    _load_state(network, state, path, "NPR's ResNet-50 layout (bottleneck blocks [3, 4], fc1 of 512)")
+    return Detector(network, normalise=True)
+
+
+def save_detector(network: NPRNet, folder: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(asdict(network.config), indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(folder / "model.safetensors"))
+
+
+def _load_folder(folder: Path) -> Detector:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        config = DetectorConfig(**json.loads((folder / "config.json").read_text()))
+        state = load_file(str(folder / "model.safetensors"))
+    except (OSError, ValueError, TypeError, SafetensorError) as error:
+        raise DetectorError(
+            f"{folder} is not a detector folder (config.json + model.safetensors): {error}"
+        ) from None
+    config.layers = tuple(config.layers)
+    network = NPRNet(config)
+    _load_state(network, state, folder, f"a {config.block} detector with layers {list(config.layers)}")
+    return Detector(network, normalise=False)
+
+
+def _load_state(network: NPRNet, state: dict, path: Path, expected: str) -> None:
+    mine = network.state_dict()
+    missing = sorted(set(mine) - set(state))
+    unexpected = sorted(set(state) - set(mine))
+    wrong = [k for k in mine if k in state and tuple(state[k].shape) != tuple(mine[k].shape)]
+    if missing or unexpected or wrong:
+        raise DetectorError(
+            f"{path} is not {expected}: missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}."
+        )
+    network.load_state_dict(state)
