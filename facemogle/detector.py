@@ -209,3 +209,77 @@ def _load_state(network: NPRNet, state: dict, path: Path, expected: str) -> None
             f"{path} is not {expected}: missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {wrong[:3]}."
         )
     network.load_state_dict(state)
+
+
+def degrade(image: Image.Image, kind: str) -> Image.Image:
+    """The image after a common change on its way to a viewer: "jpeg75" re-compression, "resize2x" (down to
+    half, back up, bicubic), or "none"."""
+    if kind == "none":
+        return image
+    if kind == "jpeg75":
+        return _jpeg(image, 75)
+    if kind == "resize2x":
+        w, h = image.size
+        return image.resize((w // 2, h // 2), Image.BICUBIC).resize((w, h), Image.BICUBIC)
+    raise ValueError(f"Unknown degradation {kind!r}; use none, jpeg75 or resize2x.")
+
+
+DEGRADATIONS = ("none", "jpeg75", "resize2x")
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    import io
+
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Training-time robustness: a random flip, and half the time JPEG (quality 60–95) or 2× down-up-scaling."""
+    if rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    u = rng.random()
+    if u < 0.25:
+        image = _jpeg(image, int(rng.integers(60, 96)))
+    elif u < 0.5:
+        image = degrade(image, "resize2x")
+    return image
+
+
+def train_detector(
+    real: list[Image.Image],
+    generated: list[Image.Image],
+    config: DetectorConfig | None = None,
+    steps: int = 1500,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> NPRNet:
+    """Train the project's detector on real (label 0) against generated (label 1) faces, balanced batches
+    with flips, JPEG and resizing (AdamW, cosine decay)."""
+    from tqdm.auto import tqdm
+
+    if not real or not generated:
+        raise DetectorError("Training a detector needs real and generated faces, some of each.")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    network = NPRNet(config or DetectorConfig())
+    detector = Detector(network, normalise=False)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    network.train()
+    for _ in tqdm(range(steps), desc="training the detector", unit="step", disable=not progress):
+        half = batch_size // 2
+        picks = [real[i] for i in rng.integers(0, len(real), half)] + [
+            generated[i] for i in rng.integers(0, len(generated), batch_size - half)
+        ]
+        x = detector.tensors([_augment(im, rng) for im in picks])
+        y = torch.cat([torch.zeros(half), torch.ones(batch_size - half)])
+        loss = F.binary_cross_entropy_with_logits(network(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return network.eval()
