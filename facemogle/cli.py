@@ -387,8 +387,16 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from .credentials import CredentialsError, describe, read_credentials
+    from .detector import DetectorError, load_detector
     from .labels import IMAGE_FORMATS
     from .watermark import DECISION, WatermarkError, read
+
+    try:
+        detector = load_detector(args.detector)
+    except DetectorError:
+        if args.detector is not None:
+            raise
+        detector = None  # none shipped with this version
 
     faces = {}
     for path in args.images:  # all read before any report
@@ -399,8 +407,17 @@ def cmd_detect(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"{path} is not a readable image ({error}); pass PNG, JPEG or WEBP files."
             ) from None
-    for path, face in faces.items():
+    probabilities = detector.probabilities(list(faces.values())) if detector else [None] * len(faces)
+    threshold = (
+        args.threshold if args.threshold is not None else detector.config.threshold if detector else None
+    )
+    for (path, face), probability in zip(faces.items(), probabilities):
         lines = []
+        if probability is None:
+            lines.append("no detector (none shipped with this version; pass --detector)")
+        else:
+            verdict = "generated" if probability >= threshold else "real"
+            lines.append(f"P(generated) {probability:.3f}: {verdict} at threshold {threshold:g}")
         if args.watermark:
             try:
                 reading = read(face)
@@ -418,11 +435,55 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def add_detect_parser(subparsers: argparse._SubParsersAction) -> None:
     detect = subparsers.add_parser(
-        "detect", help="read what an image says about its making: facemogle's watermark, content credentials"
+        "detect",
+        help="how likely an image is generated (a detector), and its watermark and content credentials",
     )
     detect.add_argument("images", nargs="+", help="PNG, JPEG or WEBP images")
     detect.add_argument("--watermark", action="store_true", help="read facemogle's invisible watermark")
+    detect.add_argument(
+        "--detector", help="a detector folder or NPR's ResNet-50 .pth (default: the shipped one)"
+    )
+    detect.add_argument("--threshold", type=float, help="P(generated) at which an image counts as generated "
+                        "(default: the detector's, 0.5)")  # fmt: skip
     detect.set_defaults(func=cmd_detect)
+
+
+def cmd_train_detector(args: argparse.Namespace) -> None:
+    from .data.folders import FaceMaskTextDataset
+    from .detector import DetectorConfig, save_detector, train_detector
+
+    _check_outputs([Path(args.out)], args.overwrite)
+    generated = _read_images(args.generated, args.n)
+    size = generated[0].width
+    dataset = FaceMaskTextDataset(args.data, split="train", resolution=size)
+    real = [_to_image(dataset[i]["image"]) for i in range(min(args.n, len(dataset)))]
+    network = train_detector(
+        real, generated, DetectorConfig(resolution=size), steps=args.steps, seed=args.seed
+    )
+    save_detector(network, args.out)
+    print(
+        f"{args.out}: a detector trained on {len(real)} real and {len(generated)} generated faces ({args.steps} steps)"
+    )
+
+
+def _to_image(tensor) -> Image.Image:
+    from .images import tensor_to_images
+
+    return tensor_to_images(tensor[None])[0]
+
+
+def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> None:
+    td = subparsers.add_parser(
+        "train-detector", help="train a detector of generated faces: real ones of --data against --generated"
+    )
+    td.add_argument("--data", required=True, help="dataset folder: its train split's faces are the real ones")
+    td.add_argument("--generated", required=True, help="a folder of generated faces (PNG, JPEG or WEBP)")
+    td.add_argument("--out", required=True, help="the detector folder (config.json + model.safetensors)")
+    td.add_argument("--n", type=int, default=2000, help="faces of each kind")
+    td.add_argument("--steps", type=int, default=1500)
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--overwrite", action="store_true")
+    td.set_defaults(func=cmd_train_detector)
 
 
 def add_init_model_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -615,6 +676,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.task == "edit":
         return _eval_edits(args)
+    if args.task == "detect":
+        return _eval_detection(args)
     if args.data is None:
         raise UsageError("--data is required: the dataset folder whose test split is generated and scored")
     if args.model and args.images:
@@ -636,6 +699,58 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if report is not None:
         print((Path(args.out) / "report.md").read_text())
         print(f"report: {Path(args.out) / 'report.json'}; {report['n']} items per mode")
+
+
+def _eval_detection(args: argparse.Namespace) -> None:
+    """eval --task detect: detectors on real test faces against generated ones (AUC, EER, AP)."""
+    from .detector import DetectorError, load_detector
+    from .metrics.detection import evaluate_detection
+    from .metrics.report import load_items
+
+    if args.data is None or args.images is None:
+        raise UsageError(
+            "--task detect needs --data (the real faces' dataset) and --images (generated faces)"
+        )
+    generated = {"generated": _read_images(args.images, args.n)}
+    if args.unseen:
+        generated["unseen generator"] = _read_images(args.unseen, args.n)
+    size = generated["generated"][0].width
+    real = [item.real for item in load_items(args.data, args.split, args.n, size)]
+    detectors, skipped = {}, {}
+    for name, path in (("facemogle detector (shipped)", None), ("--detector", args.detector)):
+        if name == "--detector" and path is None:
+            continue
+        try:
+            detectors[name if path is None else str(path)] = load_detector(path)
+        except DetectorError as error:
+            if path is not None:
+                raise
+            skipped[name] = str(error)
+    if not detectors:
+        raise UsageError(f"no detector to evaluate ({skipped}); pass --detector FILE_OR_FOLDER")
+    evaluate_detection(detectors, real, generated, args.out, skipped)
+    print((Path(args.out) / "report.md").read_text())
+
+
+def _read_images(folder: str, n: int) -> list[Image.Image]:
+    """The first n images (sorted by name) of a folder of PNG/JPEG/WEBP files."""
+    paths = sorted(
+        p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+    )[:n]
+    if not paths:
+        raise UsageError(f"{folder} has no PNG, JPEG or WEBP images")
+    from .labels import IMAGE_FORMATS
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path, formats=IMAGE_FORMATS) as opened:
+                images.append(opened.convert("RGB"))
+        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+            raise UsageError(
+                f"{path} is not a readable image ({error}); remove it or pass another folder."
+            ) from None
+    return images
 
 
 def _eval_edits(args: argparse.Namespace) -> None:
@@ -683,9 +798,17 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="generate for held-out items and score them (report.json, report.md, grid.png)"
     )
     ev.add_argument(
-        "--task", choices=["generate", "edit"], default="generate",
-        help="generate: faces for held-out items (default); edit: SynthFace editing pairs (data/pairs.py)",
+        "--task", choices=["generate", "edit", "detect"], default="generate",
+        help="generate: faces for held-out items (default); edit: SynthFace editing pairs (data/pairs.py); "
+        "detect: detectors on real test faces against --images (the paper's Table 6)",
     )  # fmt: skip
+    ev.add_argument(
+        "--unseen", help="--task detect: faces of another generator, which the detector never saw"
+    )
+    ev.add_argument(
+        "--detector",
+        help="--task detect: also a detector you bring: NPR's ResNet-50 .pth or a detector folder",
+    )
     ev.add_argument("--data", help="dataset folder in the MM-CelebA-HQ layout (--task generate)")
     ev.add_argument("--n-per-type", type=int, default=100, help="--task edit: pairs per edit type")
     ev.add_argument("--model", help="model folder (default: the shipped model)")
@@ -819,6 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(subparsers)
     add_demo_parser(subparsers)
     add_detect_parser(subparsers)
+    add_train_detector_parser(subparsers)
     add_init_model_parser(subparsers)
     return parser
 

@@ -79,3 +79,47 @@ def test_a_trained_detector_separates_faces_from_their_blurred_copies_after_jpeg
            for kind in DEGRADATIONS}  # fmt: skip
     assert auc["none"] > 0.9 and auc["jpeg75"] > 0.9
     assert auc["resize2x"] > 0.6  # 2× down-and-up-scaling gives the real faces the same trace: harder
+
+
+def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from facemogle.cli import main
+    from facemogle.data.synthface import make_face, write_synthface
+
+    data = write_synthface(tmp_path / "sf", 60, size=128, progress=False)
+    for name, offset in (("gen", 500), ("unseen", 700)):
+        (tmp_path / name).mkdir()
+        for i in range(12):  # stand-ins: faces rendered at half size and upscaled
+            make_face(offset + i, size=64)[0].resize((128, 128), Image.NEAREST).save(
+                tmp_path / name / f"{i}.png"
+            )
+    assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "gen"), "--out",
+                 str(tmp_path / "det"), "--n", "12", "--steps", "3"]) == 0  # fmt: skip
+    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"), "--unseen",
+                 str(tmp_path / "unseen"), "--detector", str(tmp_path / "det"), "--n", "6", "--out",
+                 str(tmp_path / "ev")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert {(r["generator"], r["degradation"]) for r in report["rows"]} == {
+        (g, d) for g in ("generated", "unseen generator") for d in ("none", "jpeg75", "resize2x")
+    }
+    assert all(0 <= r["auc"] <= 1 and r["n_real"] == 6 for r in report["rows"])
+    assert "| AUC ↑ | EER ↓ | AP ↑ |" in (tmp_path / "ev" / "report.md").read_text()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "detect",
+                "--detector",
+                str(tmp_path / "det"),
+                "--threshold",
+                "0.3",
+                str(tmp_path / "gen" / "0.png"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "P(generated)" in out and "at threshold 0.3" in out
+    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"), "--detector",
+                 str(tmp_path / "sf" / "face")]) == 2  # a folder of faces is no detector  # fmt: skip
