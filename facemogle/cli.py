@@ -189,9 +189,11 @@ def _signing_key(args: argparse.Namespace):
         )
     if not args.sign_key:
         return None
-    from .credentials import load_signing_key
+    from .credentials import check_signing_key, load_signing_key
 
-    return load_signing_key(args.sign_key, args.sign_cert)
+    key = load_signing_key(args.sign_key, args.sign_cert)
+    check_signing_key(key)  # a key and chain that do not sign fail here, before the model runs
+    return key
 
 
 def _sign(path: Path, key, args: argparse.Namespace, action: str) -> None:
@@ -711,6 +713,9 @@ def _eval_detection(args: argparse.Namespace) -> None:
         raise UsageError(
             "--task detect needs --data (the real faces' dataset) and --images (generated faces)"
         )
+    out = Path(args.out)
+    _check_not_inputs([out], [args.data, args.images, args.unseen, args.detector])
+    _check_outputs([out / "report.json", out / "report.md"], False)  # eval never replaces a report
     generated = {"generated": _read_images(args.images, args.n)}
     if args.unseen:
         generated["unseen generator"] = _read_images(args.unseen, args.n)

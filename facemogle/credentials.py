@@ -10,6 +10,7 @@ trace to a trusted root, "Trusted" when they can, "Invalid" when the image or ma
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class SigningKey:
 
 def load_signing_key(key_file: str | os.PathLike, chain_file: str | os.PathLike) -> SigningKey:
     """Read a PEM private key and its PEM certificate chain; the algorithm follows the key's type."""
+    _c2pa()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -74,7 +76,9 @@ def sign_image(path: str | os.PathLike, key: SigningKey, model: str, action: str
             {"label": ASSERTION, "data": {"generator": "facemogle", "model": model, "ai_generated": True}},
         ],
     }  # fmt: skip
-    temporary = path.with_name(f".{path.name}.signing{path.suffix}")
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".signing{path.suffix}", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
     try:
         info = c2pa.C2paSignerInfo(key.algorithm.encode(), key.chain_pem, key.key_pem, None)
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
@@ -87,6 +91,16 @@ def sign_image(path: str | os.PathLike, key: SigningKey, model: str, action: str
         ) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_signing_key(key: SigningKey) -> None:
+    """Sign a small image in a temporary folder: a key and chain that cannot sign fail before any work."""
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe.png"
+        Image.new("RGB", (8, 8)).save(probe)
+        sign_image(probe, key, model="a signing check")
 
 
 def read_credentials(path: str | os.PathLike) -> dict | None:

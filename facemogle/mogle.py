@@ -187,11 +187,16 @@ _GATE_KEYS = {
 
 def _config_from_official(state_dict: dict) -> dict:
     """Infer sizes and ablation switches from the keys and shapes of a released state dict."""
-    config: dict = {"experts": "global_expert.net.0.weight" in state_dict}
+    first = next(
+        (k for k in ("global_expert.net.0.weight", "local_experts.0.net.0.weight") if k in state_dict), None
+    )
+    config: dict = {"experts": first is not None, "global_expert": "global_expert.net.0.weight" in state_dict}
     if config["experts"]:
-        hidden, token = state_dict["global_expert.net.0.weight"].shape
+        hidden, token = state_dict[first].shape
         locals_ = {k.split(".")[1] for k in state_dict if k.startswith("local_experts.")}
-        config.update(hidden_dim=hidden, token_dim=token, num_experts=len(locals_) + 1)
+        config.update(hidden_dim=hidden, token_dim=token, num_experts=len(locals_) + config["global_expert"])
+    else:
+        config["global_expert"] = True
     if "gating.gate.2.weight" in state_dict:
         config["num_experts"] = state_dict["gating.gate.2.weight"].shape[0]
         config["time_features"] = state_dict["gating.timestep_embedding.linear_1.weight"].shape[1]
@@ -204,7 +209,9 @@ def _config_from_official(state_dict: dict) -> dict:
 def _official_to_native(state_dict: dict, config: MoGLEConfig) -> dict[str, torch.Tensor]:
     native: dict[str, torch.Tensor] = {}
     if config.experts:
-        names = ["global_expert"] + [f"local_experts.{k}" for k in range(config.num_experts - 1)]
+        names = ["global_expert"] * config.global_expert + [
+            f"local_experts.{k}" for k in range(config.num_experts - config.global_expert)
+        ]
         native["w1"] = torch.stack([state_dict[f"{n}.net.0.weight"].float().t() for n in names])
         native["b1"] = torch.stack([state_dict[f"{n}.net.0.bias"].float() for n in names])
         native["w2"] = torch.stack([state_dict[f"{n}.net.2.weight"].float().t() for n in names])

@@ -25,7 +25,7 @@ from .flow import (
     time_grid,
     time_shift,
 )
-from .images import images_to_tensor, tensor_to_images
+from .images import tensor_to_images
 from .io import atomic_write, write_json
 from .labels import Fit, MaskError, MaskSource, fit_square, load_mask
 from .model import Denoiser, FaceMoGLEConfig, FaceMoGLEModel, config_for_size
@@ -446,10 +446,15 @@ def _output(images: torch.Tensor, output_type: str, watermark: bool = False):
     """Decoded images [B, 3, H, W] in [-1, 1] as PIL images, or in [0, 1] as a [B, H, W, 3] array or the tensor;
     watermarked first when asked (where they are large enough)."""
     if watermark:
-        marked = mark_all(tensor_to_images(images))
+        pil = tensor_to_images(images)
+        marked = mark_all(pil)
         if output_type == "pil":
             return marked
-        images = images_to_tensor(marked, marked[0].width).to(images.device)
+        if marked is not pil:  # marked: the 8-bit values, as they were saved
+            pixels = torch.as_tensor(np.stack([np.asarray(m) for m in marked])).permute(
+                0, 3, 1, 2
+            )  # [B, 3, H, W]
+            images = (pixels.float() / 127.5 - 1).to(images.device)
     if output_type == "pil":
         return tensor_to_images(images)
     images = (images.float().clamp(-1, 1) + 1) / 2
@@ -553,7 +558,9 @@ class _BranchRunner:
             self.prepared[branches] = self._prepare(branches)
         text, condition, constants = self.prepared[branches]
         k = len(branches)
-        v = self.model(x.repeat(k, 1, 1), t.repeat(k), text, condition, constants=constants)  # [k·B, N, C]
+        v = self.model(
+            x.repeat(k, 1, 1), t.repeat(k), text, condition, constants=constants, grid=self.grid
+        )  # [k·B, N, C]
         return dict(zip(branches, v.float().chunk(k)))
 
     def _prepare(self, branches):

@@ -127,6 +127,11 @@ def test_generate_signs_and_detect_reports_the_watermark_and_the_credentials(cre
     assert "watermark found (32/32" in signed and "content credentials Valid (AI-generated" in signed
     assert "watermark not found" in plain and "no content credentials" in plain
     assert "watermark not readable" in small and "too small" in small
+    mismatched = ["--sign-key", str(credentials / "key.pem"), "--sign-cert", str(credentials / "other.pem")]
+    assert main([*generate, "--out", str(tmp_path / "y.png"), *mismatched]) == 2  # fails before generating
+    assert (
+        "end-entity certificate of this key" in capsys.readouterr().err and not (tmp_path / "y.png").exists()
+    )
     assert (
         main([*generate, "--out", str(tmp_path / "x.png"), "--sign-key", str(credentials / "key.pem")]) == 2
     )

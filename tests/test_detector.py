@@ -105,6 +105,9 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     }
     assert all(0 <= r["auc"] <= 1 and r["n_real"] == 6 for r in report["rows"])
     assert "| AUC ↑ | EER ↓ | AP ↑ |" in (tmp_path / "ev" / "report.md").read_text()
+    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"),
+                 "--detector", str(tmp_path / "det"), "--n", "6", "--out", str(tmp_path / "ev")]) == 2  # fmt: skip
+    assert "report.json exists" in capsys.readouterr().err  # eval never replaces a report
     capsys.readouterr()
     assert (
         main(

@@ -137,6 +137,9 @@ def test_local_experts_alone_ignore_the_global_map_in_the_experts():
         0
     ] == "local_experts.0.net.0.weight"
     assert len(module.to_official()) == 19 * 4 + 10
+    again = MoGLE.from_official(module.to_official())  # the official layout round trip
+    assert not again.config.global_expert and again.config.num_experts == 19
+    torch.testing.assert_close(again(x, noisy, t), module(x, noisy, t))
 
 
 def test_batched_experts_equal_per_expert_loop():

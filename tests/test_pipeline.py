@@ -242,6 +242,9 @@ def test_the_pixel_head_starts_as_the_identity_and_learns_across_patch_boundarie
     pixels = model.decode(model(x, t, text) - plain(x, t, text), 32, 32)[0].abs().sum(0)  # [32, 32]
     assert pixels[:, 3:5].sum() > 0 and pixels[3:5, :].sum() > 0  # it reaches across the first boundary
     assert FaceMoGLEConfig.from_dict(model.config.to_dict()).pixel_head == 8
+    pipe = FaceMoGLEPipeline(model, FaceMoGLEPipeline.init("tiny").text_encoder)
+    wide = pipe(prompt="a woman", height=32, width=64, num_inference_steps=1, output_type="np")
+    assert wide.shape == (1, 32, 64, 3)  # the head works on the grid of the size asked for
 
 
 @pytest.mark.parametrize("resolution", [64, 128])
@@ -349,6 +352,10 @@ def test_compact_outputs_are_marked_when_asked_and_small_ones_say_they_are_not()
     assert not read(plain).marked and read(marked).marked
     as_array = pipe(**kwargs, watermark=True, output_type="np")[0]  # [H, W, 3] in [0, 1], 8-bit values
     np.testing.assert_array_equal(np.round(as_array * 255).astype(np.uint8), np.asarray(marked))
+    wide = pipe(
+        prompt="a woman", height=128, width=256, num_inference_steps=1, watermark=True, output_type="pt"
+    )
+    assert wide.shape == (1, 3, 128, 256)  # not squashed to a square
     with pytest.warns(UserWarning, match="left unmarked: the watermark needs 128"):
         small = FaceMoGLEPipeline.init("tiny")(
             mask=face_like_labels(32), num_inference_steps=1, watermark=True

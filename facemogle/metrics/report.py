@@ -141,7 +141,8 @@ def generate(
         image = pipe(prompt=prompt, mask=mask, num_inference_steps=settings["steps"], seed=settings["seed"] + k,
                      text_guidance=settings["text_guidance"], mask_guidance=settings["mask_guidance"],
                      sampler=settings["sampler"], text_interval=settings["text_interval"],
-                     mask_interval=settings["mask_interval"], unconditional=mode == "none")[0]  # fmt: skip
+                     mask_interval=settings["mask_interval"], unconditional=mode == "none",
+                     watermark=False)[0]  # the model itself is measured, unmarked  # fmt: skip
         atomic_write(path, lambda temporary, image=image: image.save(temporary, format="PNG"))
 
 
@@ -187,7 +188,7 @@ def score(
     result["kid"] = kernel_distance(
         features, reference["test_features"], subset_size=min(1000, len(features))
     )[0]
-    result["patch_grid"] = patch_grid_score(images_to_tensor(images, images[0].size[0]))
+    result["patch_grid"] = patch_grid_score(images)
     return result, per_item
 
 
@@ -257,7 +258,7 @@ def reference_scores(items: list[EvalItem], train_items: list[EvalItem], parser,
         "text": attribute_accuracy(predictions, [parse_caption(i.prompt) for i in items]),
         "frechet": frechet_distance(train_features, test_features),
         "kid": kernel_distance(train_features, test_features, subset_size=min(1000, len(items)))[0],
-        "patch_grid": patch_grid_score(images_to_tensor([i.real for i in items], items[0].real.size[0])),
+        "patch_grid": patch_grid_score([i.real for i in items]),
     }
 
 
