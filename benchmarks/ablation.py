@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from facemogle.cli import main as facemogle
-from facemogle.train.checkpoints import DONE
+from facemogle.train.checkpoints import CHECKPOINTS, DONE
 
 VARIANTS = {
     "full": [],
@@ -42,11 +42,24 @@ def run(args: list[str]) -> None:
 
 def train(config: str, folder: Path, flags: list[str], data: str | None) -> None:
     """Train a variant, or resume it; a finished run is left as it is."""
-    if (folder / "train_config.json").exists():
+    started = (folder / "train_config.json").exists()
+    if started and any((folder / CHECKPOINTS).glob("*")):
         if not (folder / DONE).exists():
             run(["train", "--resume", "--out", str(folder)])
         return
-    run(["train", "--config", config, "--out", str(folder), *flags, *(["--data", data] if data else [])])
+    restart = ["--overwrite"] if started else []  # stopped before its first checkpoint: start it again
+    run(
+        [
+            "train",
+            "--config",
+            config,
+            "--out",
+            str(folder),
+            *flags,
+            *(["--data", data] if data else []),
+            *restart,
+        ]
+    )
 
 
 def main() -> None:

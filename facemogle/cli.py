@@ -479,7 +479,11 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> None:
         "train-detector", help="train a detector of generated faces: real ones of --data against --generated"
     )
     td.add_argument("--data", required=True, help="dataset folder: its train split's faces are the real ones")
-    td.add_argument("--generated", required=True, help="a folder of generated faces (PNG, JPEG or WEBP)")
+    td.add_argument(
+        "--generated", required=True,
+        help="a folder of generated faces (PNG, JPEG or WEBP), unmarked — as `facemogle eval` saves them — so "
+        "that the detector learns the generator's traces, not the watermark",
+    )  # fmt: skip
     td.add_argument("--out", required=True, help="the detector folder (config.json + model.safetensors)")
     td.add_argument("--n", type=int, default=2000, help="faces of each kind")
     td.add_argument("--steps", type=int, default=1500)
