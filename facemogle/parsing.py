@@ -168,7 +168,11 @@ class _ConvBNReLU(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class _BasicBlock(nn.Module):
+class BasicBlock(nn.Module):
+    """torchvision's ResNet basic block, its state-dict names (the detector's small ResNet uses it too)."""
+
+    expansion = 1
+
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -192,9 +196,7 @@ class _ResNet18(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         widths = [(64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)]
         for i, (cin, cout, stride) in enumerate(widths, 1):
-            self.add_module(
-                f"layer{i}", nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout))
-            )
+            self.add_module(f"layer{i}", nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout)))
 
     def forward(self, x: torch.Tensor):
         x = self.layer1(self.maxpool(F.relu(self.bn1(self.conv1(x)))))
