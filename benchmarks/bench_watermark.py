@@ -8,24 +8,13 @@ unmarked; the PSNR of marking.
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from facemogle.detector import degrade
 from facemogle.watermark import DECISION, mark, read
-
-
-def jpeg(image: Image.Image, quality: int = 75) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
-def halve(image: Image.Image) -> Image.Image:
-    w, h = image.size
-    return image.resize((w // 2, h // 2), Image.BICUBIC).resize((w, h), Image.BICUBIC)
 
 
 def crop(image: Image.Image) -> Image.Image:
@@ -35,9 +24,9 @@ def crop(image: Image.Image) -> Image.Image:
 
 ATTACKS = {
     "none": lambda im: im,
-    "JPEG 75": jpeg,
-    "2× down + up": halve,
-    "2× down + up, then JPEG 75": lambda im: jpeg(halve(im)),
+    "JPEG 75": lambda im: degrade(im, "jpeg75"),
+    "2× down + up": lambda im: degrade(im, "resize2x"),
+    "2× down + up, then JPEG 75": lambda im: degrade(degrade(im, "resize2x"), "jpeg75"),
     "upscaled to 512²": lambda im: im.resize((512, 512), Image.BICUBIC),
     "cropped to 81%, resized back": crop,
 }
@@ -65,7 +54,7 @@ def main() -> None:
         print(
             f"| {name} | {np.mean(accuracy):.3f} | {np.min(accuracy):.3f} | {np.mean([r.marked for r in readings]):.3f} |"
         )
-    false = [read(f).marked for f in faces] + [read(jpeg(f)).marked for f in faces]
+    false = [read(f).marked for f in faces] + [read(degrade(f, "jpeg75")).marked for f in faces]
     print(f"\nunmarked faces (as they are and after JPEG 75) read as marked: {np.sum(false)} of {len(false)} "
           f"(expected rate ≈ 1e-5 per image)")  # fmt: skip
 

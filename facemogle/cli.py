@@ -390,7 +390,6 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     from .credentials import CredentialsError, describe, read_credentials
     from .detector import DetectorError, load_detector
-    from .labels import IMAGE_FORMATS
     from .watermark import DECISION, WatermarkError, read
 
     try:
@@ -400,15 +399,9 @@ def cmd_detect(args: argparse.Namespace) -> None:
             raise
         detector = None  # none shipped with this version
 
-    faces = {}
-    for path in args.images:  # all read before any report
-        try:
-            with Image.open(path, formats=IMAGE_FORMATS) as opened:
-                faces[path] = opened.convert("RGB")
-        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-            raise UsageError(
-                f"{path} is not a readable image ({error}); pass PNG, JPEG or WEBP files."
-            ) from None
+    faces = {
+        path: _open_image(path, "pass PNG, JPEG or WEBP files") for path in args.images
+    }  # all before any report
     probabilities = detector.probabilities(list(faces.values())) if detector else [None] * len(faces)
     threshold = (
         args.threshold if args.threshold is not None else detector.config.threshold if detector else None
@@ -451,14 +444,13 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
-    from .data.folders import FaceMaskTextDataset
     from .detector import DetectorConfig, save_detector, train_detector
+    from .metrics.report import load_items
 
     _check_outputs([Path(args.out)], args.overwrite)
     generated = _read_images(args.generated, args.n)
     size = generated[0].width
-    dataset = FaceMaskTextDataset(args.data, split="train", resolution=size)
-    real = [_to_image(dataset[i]["image"]) for i in range(min(args.n, len(dataset)))]
+    real = [item.real for item in load_items(args.data, "train", args.n, size)]
     network = train_detector(
         real, generated, DetectorConfig(resolution=size), steps=args.steps, seed=args.seed
     )
@@ -466,12 +458,6 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     print(
         f"{args.out}: a detector trained on {len(real)} real and {len(generated)} generated faces ({args.steps} steps)"
     )
-
-
-def _to_image(tensor) -> Image.Image:
-    from .images import tensor_to_images
-
-    return tensor_to_images(tensor[None])[0]
 
 
 def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -748,18 +734,18 @@ def _read_images(folder: str, n: int) -> list[Image.Image]:
     )[:n]
     if not paths:
         raise UsageError(f"{folder} has no PNG, JPEG or WEBP images")
+    return [_open_image(path, "remove it or pass another folder") for path in paths]
+
+
+def _open_image(path, fix: str) -> Image.Image:
+    """A PNG, JPEG or WEBP file as RGB; anything else is a one-line error ending in `fix`."""
     from .labels import IMAGE_FORMATS
 
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path, formats=IMAGE_FORMATS) as opened:
-                images.append(opened.convert("RGB"))
-        except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-            raise UsageError(
-                f"{path} is not a readable image ({error}); remove it or pass another folder."
-            ) from None
-    return images
+    try:
+        with Image.open(path, formats=IMAGE_FORMATS) as opened:
+            return opened.convert("RGB")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UsageError(f"{path} is not a readable image ({error}); {fix}.") from None
 
 
 def _eval_edits(args: argparse.Namespace) -> None:
