@@ -383,7 +383,10 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
     assert methods["mask edit"]["all"]["psnr_outside"] == "inf"  # the source pasted back exactly
     assert methods["attribute edit"]["all"]["n"] == 7  # pair 0 of each type is an addition or a change
     assert methods["sdedit (unblended)"]["all"]["psnr_outside"] < 40
-    assert set(report["references"]) == {"mask → face", "text → face"}
+    assert set(report["references"]) == {"mask → face", "text → face", "true edit B"}
+    truth = report["references"]["true edit B"]["all"]
+    assert truth["n"] == 7 and truth["seam_vs_truth"] == pytest.approx(1.0) and truth["attribute_accuracy"] > 0.5
+    assert methods["nothing"]["all"]["seam_vs_truth"] != pytest.approx(1.0)  # A's bands are not B's
     assert (tmp_path / "ev" / "grid.png").is_file() and "| all | mask edit | 5 |" in (
         tmp_path / "ev" / "report.md"
     ).read_text()

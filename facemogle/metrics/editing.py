@@ -11,8 +11,10 @@ each of METHODS, then scored:
   — beside text → face generation from B's caption;
 - identity proxy: agreement of the classifier on every other attribute, edit vs A;
 - seams: mean gradient magnitude in a 2-px band around the edited region's edge over the mean in the
-  bands just inside and just outside (2–4 px); ≈ 1 without a seam;
+  bands just inside and just outside (2–4 px); ≈ 1 without a seam — and that score over the true B's in
+  the same bands, since a band that crosses eyebrows or eyes scores above 1 on the true face too;
 - realism: Fréchet distance of the classifier's features, edits vs the true B faces.
+The true B faces are scored as a reference row too: the evaluators' ceilings for every column.
 Every mean has a 95% bootstrap interval over pairs; N is stated per row.
 """
 
@@ -47,6 +49,7 @@ METHODS = {
     "inversion (unblended)": dict(operation="regenerate", method="inversion", strength=0.85),
 }
 REFERENCES = ("mask → face", "text → face")
+TRUTH = "true edit B"  # the counterfactual itself: every score a perfect edit gets
 # Classifier heads that move with the edited attribute (not counted in the agreement on the others).
 COUPLED = {"smiling": ("smiling", "mouth"), "hair_length": ("hair_length", "hair_style", "bangs"),
            "hat": ("hat", "hair_length", "hair_color", "hair_style", "bangs", "receding_hairline"),
@@ -150,6 +153,8 @@ def _stems(pairs: list[FacePair]) -> list[str]:
 def read_edits(pairs: list[FacePair], out: Path, name: str) -> list[Image.Image | None]:
     if name == "nothing":
         return [p.source for p in pairs]
+    if name == TRUTH:
+        return [p.target for p in pairs]
     paths = [out / _folder(name) / f"{stem}.png" for stem in _stems(pairs)]
     return [Image.open(p).convert("RGB") if p.exists() else None for p in paths]
 
@@ -261,6 +266,9 @@ def score_method(images, pairs, parser, classifier, patch: int, name: str, reali
     readings = [r for chunk in batch.split(64) for r in classifier.predict(chunk)]
     sources = classifier.predict(images_to_tensor([p.source for p in used], classifier.config.resolution))
     kept_regions = [outside(p, patch) for p in used]
+    seams = np.array([[seam_score(e, r), seam_score(np.asarray(p.target), r)]
+                      for e, p, r in zip(edits, used, (edited_region(p, name, patch) for p in used))])  # fmt: skip
+    seams = seams[~np.isnan(seams).any(1)]  # [pairs with an edge, (edit's, B's)]
     per = {
         "outside": np.stack(
             [squared_error(e, np.asarray(p.source), o) for e, p, o in zip(edits, used, kept_regions)]
@@ -274,9 +282,9 @@ def score_method(images, pairs, parser, classifier, patch: int, name: str, reali
             float,
         ),  # fmt: skip
         "agreement": np.array([_agreement(r, s, p) for r, s, p in zip(readings, sources, used)]),
-        "seam": np.array([[seam_score(e, edited_region(p, name, patch)), 1] for e, p in zip(edits, used)]),
+        "seam": np.c_[seams[:, 0], np.ones(len(seams))],
+        "seam_truth": seams,
     }
-    per["seam"] = per["seam"][~np.isnan(per["seam"][:, 0])]
     result = {"n": len(used), **_summaries(per)}
     if realism:  # pooled over edit types only: Fréchet needs many items
         truth = images_to_tensor([p.target for p in used], classifier.config.resolution)
@@ -301,7 +309,8 @@ def _ratio(total: np.ndarray) -> float:
 def _summaries(per: dict) -> dict:
     statistics = {"outside": ("psnr_outside", psnr), "ssim": ("ssim_outside", _ratio),
                   "overlap": ("class_iou", mean_iou), "attribute": ("attribute_accuracy", _ratio),
-                  "agreement": ("agreement", _ratio), "seam": ("seam", _ratio)}  # fmt: skip
+                  "agreement": ("agreement", _ratio), "seam": ("seam", _ratio),
+                  "seam_truth": ("seam_vs_truth", _ratio)}  # fmt: skip
     out = {}
     for key, (name, statistic) in statistics.items():
         values = per[key]
@@ -332,8 +341,11 @@ def evaluate_edits(
     if rank != 0:
         return None
     report = {**settings, "methods": {}, "references": {}}
-    images = {name: read_edits(pairs, out, name) for name in (*METHODS, *REFERENCES)}
-    for name, group in (*((n, "methods") for n in METHODS), *((n, "references") for n in REFERENCES)):
+    images = {name: read_edits(pairs, out, name) for name in (*METHODS, *REFERENCES, TRUTH)}
+    for name, group in (
+        *((n, "methods") for n in METHODS),
+        *((n, "references") for n in (*REFERENCES, TRUTH)),
+    ):
         patch = pipe.model.patch_size
         report[group][name] = {
             "all": score_method(images[name], pairs, parser, classifier, patch, name, realism=True)
@@ -375,7 +387,8 @@ def edit_grid(pairs: list[FacePair], images: dict, types, per_type: int = 2) -> 
 
 COLUMNS = (("psnr_outside", "PSNR outside ↑"), ("ssim_outside", "SSIM outside ↑"),
            ("class_iou", "IoU edited classes ↑"), ("attribute_accuracy", "attribute acc ↑"),
-           ("agreement", "agreement (other attributes) ↑"), ("seam", "seam ↓ (≈1)"))  # fmt: skip
+           ("agreement", "agreement (other attributes) ↑"), ("seam", "seam ↓ (≈1)"),
+           ("seam_vs_truth", "seam ÷ true B's ↓ (≈1)"))  # fmt: skip
 
 
 def edit_markdown(report: dict) -> str:
@@ -385,7 +398,9 @@ def edit_markdown(report: dict) -> str:
         f"SynthFace pairs (seed {report['pair_seed']}), {report['n_per_type']} per edit type, {report['steps']} "
         f"steps, seed {report['seed']}. In brackets: 95% bootstrap intervals over pairs. Fréchet: classifier "
         "features of the edits vs the true edited faces B. Attribute accuracy: the classifier reads the changed "
-        "attribute as in B (the attribute edit makes additions and changes; removals are mask edits).",
+        "attribute as in B (the attribute edit makes additions and changes; removals are mask edits). Seam ÷ "
+        "true B's: the seam score over B's in the same bands (1: no more edge than the true face has). The "
+        f"'{TRUTH}' rows score B itself: the evaluators' ceilings.",
         "",
         "| edit type | method | N | " + " | ".join(title for _, title in COLUMNS) + " | Fréchet ↓ |",
         "|---|---|---|" + "---|" * (len(COLUMNS) + 1),
@@ -402,7 +417,7 @@ def edit_markdown(report: dict) -> str:
 
 
 def _fmt(value) -> str:
-    return "–" if value is None else f"{value:.1f}"
+    return "–" if value is None else f"{max(value, 0.0):.1f}"  # ≥ 0: B against itself rounds to −0
 
 
 def _cell(row: dict, key: str) -> str:
