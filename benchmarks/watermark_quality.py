@@ -1,0 +1,80 @@
+"""Whether the watermark moves a quality metric: an evaluation's images marked and scored again on the same
+items, compared with the unmarked ones with paired intervals (mIoU, attribute accuracy), and each mode's
+Fréchet change beside its run-to-run spread (the same model at another seed, equal N).
+
+    facemogle eval --data data/synthface128 --n 500 --out eval_v2                 # eval saves unmarked images
+    facemogle eval --data data/synthface128 --n 500 --seed 1 --out eval_v2_seed1  # the spread (optional)
+    python benchmarks/watermark_quality.py eval_v2 --data data/synthface128 --spread eval_v2_seed1 --out eval_v2_marked
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from facemogle.cli import main as facemogle
+from facemogle.data.folders import FaceMaskTextDataset
+from facemogle.io import atomic_write
+from facemogle.metrics.compare import compare, compare_markdown
+from facemogle.metrics.report import find_image, mode_folder
+from facemogle.watermark import mark
+
+
+def mark_folder(evaluation: Path, report: dict, out: Path) -> None:
+    """The images each mode of an evaluation scored, marked, as out/<mode>/{stem}.png (kept when there)."""
+    modes = tuple(report["modes"])
+    stems = FaceMaskTextDataset(report["data"], split=report["split"]).stems[: report["n"]]
+    for mode in modes:
+        (out / mode).mkdir(parents=True, exist_ok=True)
+        source = mode_folder(evaluation, report["images"], mode, modes)
+        for stem in tqdm(stems, desc=f"marking {mode}", unit="image"):
+            target = out / mode / f"{stem}.png"
+            if not target.exists():
+                marked = mark(Image.open(find_image(source, stem)).convert("RGB"))
+                atomic_write(target, lambda temporary, m=marked: m.save(temporary, format="PNG"))
+
+
+def frechet_table(rows: list[dict], unmarked: str, marked: str, spread: str | None) -> str:
+    """Per mode: Fréchet unmarked, marked, their difference, and |seed 0 − seed 1| when a spread is given."""
+    value = {(r["eval"], r["mode"]): r["frechet"] for r in rows}
+    lines = ["| mode | Fréchet unmarked | marked | marked − unmarked | run-to-run spread (seed 1 − seed 0) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for mode in dict.fromkeys(r["mode"] for r in rows if r["eval"] == unmarked):
+        base, after = value[(unmarked, mode)], value[(marked, mode)]
+        other = value.get((spread, mode)) if spread else None
+        spread_cell = "–" if other is None else f"{other - base:+.2f}"
+        lines.append(f"| {mode} | {base:.2f} | {after:.2f} | {after - base:+.2f} | {spread_cell} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("evaluation", help="a `facemogle eval --out` folder (its images are unmarked)")
+    parser.add_argument("--data", required=True, help="the dataset that evaluation scored against")
+    parser.add_argument("--spread", help="the same model's evaluation at another --seed, equal N")
+    parser.add_argument("--out", required=True, help="where the marked images and their report go")
+    args = parser.parse_args()
+    evaluation, out = Path(args.evaluation), Path(args.out)
+    report = json.loads((evaluation / "report.json").read_text())
+    modes = list(report["modes"])
+    mark_folder(evaluation, report, out / "images")
+    score = ["eval", "--images", str(out / "images"), "--data", args.data, "--split", report["split"],
+             "--n", str(report["n"]), "--seed", str(report["seed"]), "--mode", *modes, "--out", str(out / "eval")]  # fmt: skip
+    if facemogle(score) != 0:
+        raise SystemExit("scoring the marked images failed (see above)")
+    folders = [str(evaluation), str(out / "eval"), *([args.spread] if args.spread else [])]
+    rows = compare(folders)
+    table = (f"{report['n']} items per mode; the marked images against {evaluation} (paired, 95% intervals):\n\n"
+             + compare_markdown(rows) + "\n\n" + frechet_table(rows, *folders[:2], args.spread))  # fmt: skip
+    print(table)
+    atomic_write(out / "watermark_quality.md", lambda temporary: Path(temporary).write_text(table + "\n"))
+
+
+if __name__ == "__main__":
+    main()
