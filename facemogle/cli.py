@@ -390,7 +390,7 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     from .credentials import CredentialsError, describe, read_credentials
     from .detector import DetectorError, load_detector
-    from .watermark import DECISION, WatermarkError, read
+    from .watermark import DECISION, LIBRARY_METHOD, WatermarkError, read, read_library
 
     try:
         detector = load_detector(args.detector)
@@ -415,10 +415,12 @@ def cmd_detect(args: argparse.Namespace) -> None:
             lines.append(f"P(generated) {probability:.3f}: {verdict} at threshold {threshold:g}")
         if args.watermark:
             try:
-                reading = read(face)
-                verdict = "found" if reading.marked else "not found"
-                lines.append(f"watermark {verdict} ({reading.matching}/32 bits of the payload; ≥ {DECISION} "
-                             f"counts as found; chance for an unmarked image {reading.false_positive_rate:.1e})")  # fmt: skip
+                for name, reading in (("watermark", read(face)),
+                                      (f"invisible-watermark ({LIBRARY_METHOD})", read_library(face))):  # fmt: skip
+                    if reading is not None:
+                        verdict = "found" if reading.marked else "not found"
+                        lines.append(f"{name} {verdict} ({reading.matching}/32 bits of the payload; "
+                                     f"≥ {DECISION} counts as found)")  # fmt: skip
             except WatermarkError as error:
                 lines.append(f"watermark not readable: {error}")
         try:
