@@ -181,7 +181,7 @@ def _add_signing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sign-cert", help="with --sign-key: its PEM certificate chain (end entity first)")
 
 
-def _signing_key(args: argparse.Namespace):
+def _signing_key(args: argparse.Namespace, action: str = "c2pa.created"):
     """The C2PA signing key of --sign-key/--sign-cert (both or neither), read before any work."""
     if bool(args.sign_key) != bool(args.sign_cert):
         raise UsageError(
@@ -192,7 +192,7 @@ def _signing_key(args: argparse.Namespace):
     from .credentials import check_signing_key, load_signing_key
 
     key = load_signing_key(args.sign_key, args.sign_cert)
-    check_signing_key(key)  # a key and chain that do not sign fail here, before the model runs
+    check_signing_key(key, action)  # a key and chain that do not sign fail here, before the model runs
     return key
 
 
@@ -200,7 +200,16 @@ def _sign(path: Path, key, args: argparse.Namespace, action: str) -> None:
     if key is not None:
         from .credentials import sign_image
 
-        sign_image(path, key, model=str(args.model or "the shipped default model"), action=action)
+        sign_image(path, key, model=_model_identity(args.model), action=action)
+
+
+def _model_identity(folder: str | None) -> str:
+    """The model as a published manifest names it: the folder's own name and a hash of its files, never
+    the local path."""
+    from .pipeline import model_fingerprint
+
+    name = "the shipped default model" if folder is None else Path(folder).resolve().name
+    return f"{name} (sha1 {model_fingerprint(folder)[:12]})"
 
 
 def _sampling_overrides(args: argparse.Namespace) -> dict:
@@ -253,7 +262,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     outputs = [out] + [grid_path] * args.grid + mask_paths * args.save_masks
     _check_outputs(outputs, args.overwrite, inputs=[args.image, args.mask, args.source_mask, args.parser])
     face = open_face(args.image)  # read once, and checked before the model loads
-    signing = _signing_key(args)
+    signing = _signing_key(args, "c2pa.edited")
     pipe = _load_pipeline(args, args.device)
     parser = load_parser(args.parser) if args.parser else None
     sampling = _sampling_overrides(args)

@@ -65,7 +65,7 @@ def test_a_signed_image_reads_back_and_a_tampered_one_is_rejected(credentials, t
         path, load_signing_key(credentials / "key.pem", credentials / "chain.pem"), model="facemogle v2"
     )
     read = read_credentials(path)
-    assert read["state"] == "Valid" and read["ai_generated"] and read["model"] == "facemogle v2"
+    assert read["state"] == "Valid" and read["source"] == "AI-generated" and read["model"] == "facemogle v2"
     assert "facemogle" in read["generator"] and read["failures"] == ["signingCredential.untrusted"]
     assert "AI-generated" in describe(read) and "signer not in a trust list" in describe(read)
     assert Image.open(path).size == (128, 128) and not list(tmp_path.glob(".*signing*"))
@@ -100,7 +100,7 @@ def test_generate_signs_and_detect_reports_the_watermark_and_the_credentials(cre
     from facemogle.cli import main
     from facemogle.labels import save_mask
     from facemogle.model import FaceMoGLEModel, config_for_size
-    from facemogle.pipeline import FaceMoGLEPipeline
+    from facemogle.pipeline import FaceMoGLEPipeline, model_fingerprint
 
     torch.manual_seed(0)
     FaceMoGLEPipeline(FaceMoGLEModel(config_for_size("tiny", resolution=128, patch_size=16))).save_pretrained(
@@ -125,8 +125,18 @@ def test_generate_signs_and_detect_reports_the_watermark_and_the_credentials(cre
     assert main(["detect", "--watermark", *files]) == 0
     signed, plain, small = capsys.readouterr().out.strip().splitlines()
     assert "watermark found (32/32" in signed and "content credentials Valid (AI-generated" in signed
+    assert (
+        f"model m (sha1 {model_fingerprint(tmp_path / 'm')[:12]})" in signed
+        and str(tmp_path) not in signed.split(": ", 1)[1]
+    )
     assert "watermark not found" in plain and "no content credentials" in plain
     assert "watermark not readable" in small and "too small" in small
+    edit = ["edit", "--model", str(tmp_path / "m"), "--image", str(tmp_path / "plain.png"), "--source-mask",
+            str(tmp_path / "mask.png"), "--op", "regenerate", "--steps", "1", "--out", str(tmp_path / "edited.png")]  # fmt: skip
+    assert main([*edit, *keys]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(tmp_path / "edited.png")]) == 0
+    assert "content credentials Valid (AI-edited" in capsys.readouterr().out  # a composite, not all made
     mismatched = ["--sign-key", str(credentials / "key.pem"), "--sign-cert", str(credentials / "other.pem")]
     assert main([*generate, "--out", str(tmp_path / "y.png"), *mismatched]) == 2  # fails before generating
     assert (

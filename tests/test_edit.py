@@ -385,7 +385,9 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
     assert methods["sdedit (unblended)"]["all"]["psnr_outside"] < 40
     assert set(report["references"]) == {"mask → face", "text → face", "true edit B"}
     truth = report["references"]["true edit B"]["all"]
-    assert truth["n"] == 7 and truth["seam_vs_truth"] == pytest.approx(1.0) and truth["attribute_accuracy"] > 0.5
+    assert (
+        truth["n"] == 7 and truth["seam_vs_truth"] == pytest.approx(1.0) and truth["attribute_accuracy"] > 0.5
+    )
     assert methods["nothing"]["all"]["seam_vs_truth"] != pytest.approx(1.0)  # A's bands are not B's
     assert (tmp_path / "ev" / "grid.png").is_file() and "| all | mask edit | 5 |" in (
         tmp_path / "ev" / "report.md"
