@@ -408,9 +408,14 @@ def cmd_detect(args: argparse.Namespace) -> None:
             raise
         detector = None  # none shipped with this version
 
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise UsageError(f"--threshold {args.threshold:g} is not a probability: give one in [0, 1].")
     faces = {
         path: _open_image(path, "pass PNG, JPEG or WEBP files") for path in args.images
     }  # all before any report
+    for path, face in faces.items():
+        if detector is not None:
+            detector.check_size(face, str(path))
     probabilities = detector.probabilities(list(faces.values())) if detector else [None] * len(faces)
     threshold = (
         args.threshold if args.threshold is not None else detector.config.threshold if detector else None
@@ -455,17 +460,17 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
-    from .detector import DetectorConfig, save_detector, train_detector
+    from .detector import DetectorConfig, save_detector, train_detector, training_record
     from .metrics.report import load_items
 
-    _check_outputs([Path(args.out)], args.overwrite)
+    _check_outputs([Path(args.out)], args.overwrite, inputs=[args.data, args.generated])
     generated = _read_images(args.generated, args.n)
     size = generated[0].width
     real = [item.real for item in load_items(args.data, "train", args.n, size)]
     network = train_detector(
         real, generated, DetectorConfig(resolution=size), steps=args.steps, seed=args.seed
     )
-    save_detector(network, args.out)
+    save_detector(network, args.out, training_record(args.data, "train", generated))
     print(
         f"{args.out}: a detector trained on {len(real)} real and {len(generated)} generated faces ({args.steps} steps)"
     )
@@ -479,7 +484,8 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> None:
     td.add_argument(
         "--generated", required=True,
         help="a folder of generated faces (PNG, JPEG or WEBP), unmarked — as `facemogle eval` saves them — so "
-        "that the detector learns the generator's traces, not the watermark",
+        "that the detector learns the generator's traces, not the watermark; made for other items than the "
+        "evaluation's (e.g. `facemogle eval --split train`), which refuses faces the detector trained on",
     )  # fmt: skip
     td.add_argument("--out", required=True, help="the detector folder (config.json + model.safetensors)")
     td.add_argument("--n", type=int, default=2000, help="faces of each kind")
@@ -706,7 +712,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_detection(args: argparse.Namespace) -> None:
     """eval --task detect: detectors on real test faces against generated ones (AUC, EER, AP)."""
-    from .detector import DetectorError, load_detector
+    from .detector import DetectorError, check_held_out, load_detector, stored_like
     from .metrics.detection import evaluate_detection
     from .metrics.report import load_items
 
@@ -720,8 +726,13 @@ def _eval_detection(args: argparse.Namespace) -> None:
     generated = {"generated": _read_images(args.images, args.n)}
     if args.unseen:
         generated["unseen generator"] = _read_images(args.unseen, args.n)
-    size = generated["generated"][0].width
-    real = [item.real for item in load_items(args.data, args.split, args.n, size)]
+    # each generator against the real faces at its own size: both resampled to the detector's alike
+    sizes = {name: faces[0].width for name, faces in generated.items()}
+    at_size = {
+        size: [item.real for item in load_items(args.data, args.split, args.n, size)]
+        for size in set(sizes.values())
+    }
+    real = {name: at_size[size] for name, size in sizes.items()}
     detectors, skipped = {}, {}
     for name, path in (("facemogle detector (shipped)", None), ("--detector", args.detector)):
         if name == "--detector" and path is None:
@@ -734,6 +745,9 @@ def _eval_detection(args: argparse.Namespace) -> None:
             skipped[name] = str(error)
     if not detectors:
         raise UsageError(f"no detector to evaluate ({skipped}); pass --detector FILE_OR_FOLDER")
+    for name, detector in detectors.items():
+        check_held_out(detector, name, args.data, args.split, generated)
+    generated = {name: stored_like(faces, args.data, args.split) for name, faces in generated.items()}
     evaluate_detection(detectors, real, generated, args.out, skipped)
     print((Path(args.out) / "report.md").read_text())
 

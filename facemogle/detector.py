@@ -4,7 +4,10 @@ Both work on neighbouring-pixel relations (NPR, Tan et al., CVPR 2024): the imag
 down- and up-sampled copy, which carries the traces of a generator's up-sampling, fed to a truncated ResNet
 (a 3×3 stride-2 stem, max-pool, two residual stages, global average pool, one logit).
 - the project's own (`train_detector`; shipped in assets/evaluators/detector): basic blocks [2, 2], trained
-  on real SynthFace faces against the default model's; a folder with config.json and model.safetensors;
+  on real SynthFace faces against the default model's; a folder with config.json, model.safetensors and
+  training.json (what it was trained on, so that an evaluation on those faces is refused). It re-encodes
+  every image as a JPEG of quality 95 first, as SynthFace (and CelebA-HQ) store real faces, so that the
+  file format is not what tells them from generated PNGs;
 - NPR's released ResNet-50 (bottleneck blocks [3, 4], their `NPR.pth`): a file the user brings, loaded
   with weights_only=True; ImageNet normalisation as in their evaluation.
 """
@@ -38,6 +41,20 @@ class DetectorConfig:
     layers: tuple[int, int] = (2, 2)
     resolution: int = 128  # images are resized to this before the residual
     threshold: float = 0.5  # the default decision: generated when the probability is at least this
+    jpeg_quality: int | None = 95  # every image re-encoded so first (None: as it is)
+
+    def check(self) -> None:
+        """A config that builds a network, or a DetectorError naming the field."""
+        if self.block not in BLOCKS:
+            raise DetectorError(f"block {self.block!r} is not one of {', '.join(BLOCKS)}.")
+        if len(self.layers) != 2 or not all(isinstance(n, int) and n >= 1 for n in self.layers):
+            raise DetectorError(f"layers {list(self.layers)} must be two block counts ≥ 1.")
+        if not isinstance(self.resolution, int) or self.resolution < 16 or self.resolution % 2:
+            raise DetectorError(f"resolution {self.resolution} must be an even number of pixels ≥ 16.")
+        if not 0 <= self.threshold <= 1:
+            raise DetectorError(f"threshold {self.threshold} must be a probability in [0, 1].")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise DetectorError(f"jpeg_quality {self.jpeg_quality} must be in 1–100 or null.")
 
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +94,7 @@ class NPRNet(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
         self.config = config
-        block = {"basic": BasicBlock, "bottleneck": _Bottleneck}[config.block]
+        block = BLOCKS[config.block]
         self.conv1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.inplanes = 64
@@ -99,20 +116,35 @@ class NPRNet(nn.Module):
         return self.fc1(x.mean(dim=(2, 3)))[:, 0]
 
 
-NPR_RESNET50 = DetectorConfig(block="bottleneck", layers=(3, 4), resolution=256)
+BLOCKS = {"basic": BasicBlock, "bottleneck": _Bottleneck}
+NPR_RESNET50 = DetectorConfig(block="bottleneck", layers=(3, 4), resolution=256, jpeg_quality=None)
 
 
 class Detector:
-    """A loaded detector: `probabilities(images)` → P(generated) per image."""
+    """A loaded detector: `probabilities(images)` → P(generated) per image. training: what it was trained on
+    (the project's detectors; None for weights brought from elsewhere)."""
 
-    def __init__(self, network: NPRNet, normalise: bool):
+    def __init__(self, network: NPRNet, normalise: bool, training: dict | None = None):
         self.network = network.eval()
         self.config = network.config
         self.normalise = normalise
+        self.training = training
+
+    def check_size(self, image: Image.Image, name: str = "An image") -> None:
+        """Images under half the detector's resolution carry too little of a generator's traces to judge."""
+        smallest = self.config.resolution // 2
+        if min(image.size) < smallest:
+            raise DetectorError(
+                f"{name} is {image.width}×{image.height}: the detector judges faces of {smallest}² and up (it "
+                f"reads them at {self.config.resolution}²); pass the image as it was made, not a thumbnail."
+            )
 
     def tensors(self, images: list[Image.Image]) -> torch.Tensor:
-        size = self.config.resolution
-        arrays = [np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)) for im in images]
+        size, quality = self.config.resolution, self.config.jpeg_quality
+        for image in images:
+            self.check_size(image)
+        images = [_jpeg(im, quality) if quality else im.convert("RGB") for im in images]
+        arrays = [np.asarray(im.resize((size, size), Image.BICUBIC)) for im in images]
         x = torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # [B, 3, R, R] in [0, 1]
         if self.normalise:
             mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -156,13 +188,69 @@ def load_detector(path: str | os.PathLike | None = None) -> Detector:
     return Detector(network, normalise=True)
 
 
-def save_detector(network: NPRNet, folder: str | os.PathLike) -> None:
+def save_detector(network: NPRNet, folder: str | os.PathLike, training: dict | None = None) -> None:
+    """config.json, model.safetensors and training.json (see `training_record`), each written atomically."""
     from safetensors.torch import save_file
+
+    from .io import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(asdict(network.config), indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(folder / "model.safetensors"))
+    state = {k: v.contiguous() for k, v in network.state_dict().items()}
+    atomic_write(folder / "model.safetensors", lambda temporary: save_file(state, str(temporary)))
+    atomic_write(
+        folder / "training.json",
+        lambda temporary: Path(temporary).write_text(json.dumps(training or {}) + "\n"),
+    )
+    config = json.dumps(asdict(network.config), indent=2) + "\n"
+    atomic_write(folder / "config.json", lambda temporary: Path(temporary).write_text(config))
+
+
+def stored_like(images: list[Image.Image], data: str | os.PathLike, split: str) -> list[Image.Image]:
+    """Generated faces stored as the real faces of a dataset's split are: re-encoded as JPEGs of quality 95
+    when those are JPEGs (SynthFace's and CelebA-HQ's), else as they are — so that no detector is scored
+    on telling PNG from JPEG."""
+    from .data.folders import FaceMaskTextDataset
+
+    dataset = FaceMaskTextDataset(data, split=split)
+    suffixes = {dataset.faces[stem].suffix.lower() for stem in dataset.stems}
+    return [_jpeg(im, 95) for im in images] if suffixes <= {".jpg", ".jpeg"} else images
+
+
+def image_hash(image: Image.Image) -> str:
+    """A hash of an image's RGB pixels and size (the same face in PNG or lossless WEBP hashes alike)."""
+    import hashlib
+
+    rgb = image.convert("RGB")
+    return hashlib.sha1(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
+
+
+def training_record(data: str | os.PathLike, split: str, generated: list[Image.Image]) -> dict:
+    """What a detector was trained on: the real faces' dataset and split, and a hash of each generated face."""
+    return {
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "generated": sorted(image_hash(g) for g in generated),
+    }
+
+
+def check_held_out(
+    detector: Detector, name: str, data, split: str, generated: dict[str, list[Image.Image]]
+) -> None:
+    """A DetectorError when an evaluation would score a detector on faces it was trained on."""
+    record = detector.training or {}
+    if record.get("data") == str(Path(data).resolve()) and record.get("split") == split:
+        raise DetectorError(
+            f"{name} was trained on the real faces of {data}'s {split} split; evaluate it on another split (--split test)."
+        )
+    seen = set(record.get("generated", ()))
+    for generator, faces in generated.items():
+        overlap = sum(image_hash(f) in seen for f in faces)
+        if overlap:
+            raise DetectorError(
+                f"{overlap} of the {len(faces)} {generator} faces are among those {name} was trained on; evaluate "
+                "it on held-out faces (e.g. `facemogle eval --split test`'s images when it trained on --split train's)."
+            )
 
 
 def _load_folder(folder: Path) -> Detector:
@@ -171,15 +259,21 @@ def _load_folder(folder: Path) -> Detector:
 
     try:
         config = DetectorConfig(**json.loads((folder / "config.json").read_text()))
+        config.layers = tuple(config.layers)
+        config.check()
         state = load_file(str(folder / "model.safetensors"))
+        training = (
+            json.loads((folder / "training.json").read_text())
+            if (folder / "training.json").exists()
+            else None
+        )
     except (OSError, ValueError, TypeError, SafetensorError) as error:
         raise DetectorError(
             f"{folder} is not a detector folder (config.json + model.safetensors): {error}"
         ) from None
-    config.layers = tuple(config.layers)
     network = NPRNet(config)
     _load_state(network, state, folder, f"a {config.block} detector with layers {list(config.layers)}")
-    return Detector(network, normalise=False)
+    return Detector(network, normalise=False, training=training)
 
 
 def _load_state(network: NPRNet, state: dict, path: Path, expected: str) -> None:

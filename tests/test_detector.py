@@ -71,7 +71,7 @@ def test_a_trained_detector_separates_faces_from_their_blurred_copies_after_jpeg
 
     faces = [make_face(i, size=128)[0] for i in range(48)]
     fakes = [make_face(100 + i, size=64)[0].resize((128, 128), Image.NEAREST) for i in range(48)]
-    network = train_detector(faces[:32], fakes[:32], DetectorConfig(layers=(1, 1)), steps=60, batch_size=16,
+    network = train_detector(faces[:32], fakes[:32], DetectorConfig(layers=(1, 1)), steps=100, batch_size=16,
                              progress=False)  # fmt: skip
     detector = Detector(network, normalise=False)
     labels = np.r_[np.zeros(16), np.ones(16)]
@@ -87,42 +87,94 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     from facemogle.cli import main
     from facemogle.data.synthface import make_face, write_synthface
 
-    data = write_synthface(tmp_path / "sf", 60, size=128, progress=False)
-    for name, offset in (("gen", 500), ("unseen", 700)):
+    data = write_synthface(tmp_path / "sf", 60, size=128, progress=False)  # real faces stored as JPEGs
+    for name, offset, size in (("train", 500, 128), ("held", 600, 128), ("unseen", 700, 64)):
         (tmp_path / name).mkdir()
-        for i in range(12):  # stand-ins: faces rendered at half size and upscaled
-            make_face(offset + i, size=64)[0].resize((128, 128), Image.NEAREST).save(
+        for i in range(12):  # stand-ins: faces rendered at half size and upscaled; "unseen" as 64² faces
+            make_face(offset + i, size=size // 2)[0].resize((size, size), Image.NEAREST).save(
                 tmp_path / name / f"{i}.png"
             )
-    assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "gen"), "--out",
+    assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
                  str(tmp_path / "det"), "--n", "12", "--steps", "3"]) == 0  # fmt: skip
-    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"), "--unseen",
-                 str(tmp_path / "unseen"), "--detector", str(tmp_path / "det"), "--n", "6", "--out",
+    training = json.loads((tmp_path / "det" / "training.json").read_text())
+    assert training["split"] == "train" and len(training["generated"]) == 12
+    evaluate = [
+        "eval",
+        "--task",
+        "detect",
+        "--data",
+        str(data),
+        "--detector",
+        str(tmp_path / "det"),
+        "--n",
+        "6",
+    ]
+    assert main([*evaluate, "--images", str(tmp_path / "held"), "--unseen", str(tmp_path / "unseen"), "--out",
                  str(tmp_path / "ev")]) == 0  # fmt: skip
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert {(r["generator"], r["degradation"]) for r in report["rows"]} == {
         (g, d) for g in ("generated", "unseen generator") for d in ("none", "jpeg75", "resize2x")
     }
-    assert all(0 <= r["auc"] <= 1 and r["n_real"] == 6 for r in report["rows"])
+    assert report["n_real"] == {"generated": 6, "unseen generator": 6}
+    assert all(r["n_real"] == r["n_generated"] == 6 and r["auc_interval"][0] <= r["auc"] <= r["auc_interval"][1]
+               for r in report["rows"])  # fmt: skip
     assert "| AUC ↑ | EER ↓ | AP ↑ |" in (tmp_path / "ev" / "report.md").read_text()
-    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"),
-                 "--detector", str(tmp_path / "det"), "--n", "6", "--out", str(tmp_path / "ev")]) == 2  # fmt: skip
+    assert main([*evaluate, "--images", str(tmp_path / "held"), "--out", str(tmp_path / "ev")]) == 2
     assert "report.json exists" in capsys.readouterr().err  # eval never replaces a report
-    capsys.readouterr()
+    # faces the detector trained on are refused, as are the real faces of its training split
+    assert main([*evaluate, "--images", str(tmp_path / "train"), "--out", str(tmp_path / "ev2")]) == 2
+    assert "6 of the 6 generated faces are among those" in capsys.readouterr().err
     assert (
         main(
             [
-                "detect",
-                "--detector",
-                str(tmp_path / "det"),
-                "--threshold",
-                "0.3",
-                str(tmp_path / "gen" / "0.png"),
+                *evaluate,
+                "--images",
+                str(tmp_path / "held"),
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "ev3"),
             ]
         )
-        == 0
+        == 2
     )
+    assert "trained on the real faces" in capsys.readouterr().err
+    assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
+                 str(tmp_path / "train")]) == 2  # fmt: skip
+    assert "is an input" in capsys.readouterr().err
+    detect = ["detect", "--detector", str(tmp_path / "det")]
+    assert main([*detect, "--threshold", "0.3", str(tmp_path / "held" / "0.png")]) == 0
     out = capsys.readouterr().out
     assert "P(generated)" in out and "at threshold 0.3" in out
-    assert main(["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"), "--detector",
-                 str(tmp_path / "sf" / "face")]) == 2  # a folder of faces is no detector  # fmt: skip
+    assert main([*detect, "--threshold", "30", str(tmp_path / "held" / "0.png")]) == 2
+    assert "not a probability" in capsys.readouterr().err
+    Image.new("RGB", (32, 32)).save(tmp_path / "thumb.png")
+    assert main([*detect, str(tmp_path / "thumb.png")]) == 2
+    assert "judges faces of 64² and up" in capsys.readouterr().err
+    assert (
+        main([*evaluate, "--images", str(tmp_path / "held"), "--detector", str(tmp_path / "sf" / "face")])
+        == 2
+    )
+
+
+@pytest.mark.parametrize("change", [{"block": "foo"}, {"layers": [2]}, {"resolution": 127}, {"threshold": 2}])
+def test_a_detector_folder_with_a_bad_config_gets_a_clear_error(tmp_path, change):
+    import json
+
+    save_detector(NPRNet(DetectorConfig(layers=(1, 1))), tmp_path / "det")
+    config = json.loads((tmp_path / "det" / "config.json").read_text())
+    (tmp_path / "det" / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(DetectorError, match=f"not a detector folder.*{next(iter(change))}"):
+        load_detector(tmp_path / "det")
+
+
+def test_the_detector_reads_every_image_as_a_jpeg_so_the_file_format_is_no_cue():
+    from facemogle.data.synthface import make_face
+    from facemogle.detector import Detector, _jpeg
+
+    torch.manual_seed(0)
+    face = make_face(0, size=128)[0]
+    detector = Detector(NPRNet(DetectorConfig(layers=(1, 1))), normalise=False)
+    raw = Detector(NPRNet(DetectorConfig(layers=(1, 1), jpeg_quality=None)), normalise=False)
+    read, raw_read = ((d.tensors([face]) - d.tensors([_jpeg(face, 95)])).abs().mean() for d in (detector, raw))
+    assert read < 0.3 * raw_read  # a PNG and its JPEG look nearly alike to it (≈ 5× closer than as they are)

@@ -87,12 +87,17 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> None:
 
 
 def evaluate_detection(
-    detectors: dict, real: list, generated: dict[str, list], out, skipped: dict[str, str] | None = None
+    detectors: dict,
+    real: dict[str, list],
+    generated: dict[str, list],
+    out,
+    skipped: dict[str, str] | None = None,
 ) -> dict:
     """Each detector on real faces against each generator's faces, clean and after each degradation
     (detector.DEGRADATIONS); writes report.json and report.md in `out` and returns the report.
 
-    detectors: name → detector.Detector; real: PIL images; generated: generator name → PIL images."""
+    detectors: name → detector.Detector; real, generated: generator name → PIL images (the real faces each
+    generator is told from, at its faces' size)."""
     from pathlib import Path
 
     from ..detector import DEGRADATIONS, degrade
@@ -102,15 +107,15 @@ def evaluate_detection(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for kind in DEGRADATIONS:
-        real_seen = [degrade(im, kind) for im in real]
         for generator, faces in generated.items():
+            real_seen = [degrade(im, kind) for im in real[generator]]
             faces_seen = [degrade(im, kind) for im in faces]
             labels = np.r_[np.zeros(len(real_seen)), np.ones(len(faces_seen))]
             for name, detector in detectors.items():
                 scores = np.r_[detector.probabilities(real_seen), detector.probabilities(faces_seen)]
                 rows.append({"detector": name, "generator": generator, "degradation": kind,
                              **detection_scores(scores, labels)})  # fmt: skip
-    report = {"n_real": len(real), "n_generated": {g: len(f) for g, f in generated.items()}, "rows": rows,
+    report = {"n_real": {g: len(f) for g, f in real.items()}, "n_generated": {g: len(f) for g, f in generated.items()}, "rows": rows,
               "skipped": skipped or {}}  # fmt: skip
     write_json(out / "report.json", report)
     atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(detection_markdown(report)))
@@ -120,8 +125,9 @@ def evaluate_detection(
 def detection_markdown(report: dict) -> str:
     """The paper's Table 6 layout: AUC, EER and AP per detector, generator and degradation."""
     lines = ["# Detection: generated vs real faces", "",
-             f"Real faces: {report['n_real']}; generated: " + ", ".join(f"{g} {n}" for g, n in report["n_generated"].items())
-             + ". In brackets: 95% bootstrap intervals (faces resampled within each class).", "",
+             "Faces: " + ", ".join(f"{g} {n} against {report['n_real'][g]} real" for g, n in report["n_generated"].items())
+             + " (the real ones at each generator's size; the generated ones stored as the real ones are). In brackets: 95% bootstrap intervals (faces resampled "
+             "within each class).", "",
              "| detector | generator | degradation | AUC ↑ | EER ↓ | AP ↑ |", "|---|---|---|---|---|---|"]  # fmt: skip
     for row in report["rows"]:
         cells = [
