@@ -1,10 +1,13 @@
 """Whether the watermark moves a quality metric: an evaluation's images marked and scored again on the same
 items, compared with the unmarked ones with paired intervals (mIoU, attribute accuracy), and each mode's
-Fréchet change beside its run-to-run spread (the same model at another seed, equal N).
+Fréchet change beside its run-to-run spread (the same model at other seeds, equal N: each seed's change
+from the first evaluation, and the largest).
 
     facemogle eval --data data/synthface128 --n 500 --out eval_v2                 # eval saves unmarked images
-    facemogle eval --data data/synthface128 --n 500 --seed 1 --out eval_v2_seed1  # the spread (optional)
-    python benchmarks/watermark_quality.py eval_v2 --data data/synthface128 --spread eval_v2_seed1 --out eval_v2_marked
+    facemogle eval --data data/synthface128 --n 500 --seed 1 --out eval_v2_seed1  # the spread (optional;
+    facemogle eval --data data/synthface128 --n 500 --seed 2 --out eval_v2_seed2  #   one seed or more)
+    python benchmarks/watermark_quality.py eval_v2 --data data/synthface128 --spread eval_v2_seed1 eval_v2_seed2 \
+        --out eval_v2_marked
 """
 
 from __future__ import annotations
@@ -25,9 +28,18 @@ from facemogle.watermark import mark
 
 
 def mark_folder(evaluation: Path, report: dict, out: Path) -> None:
-    """The images each mode of an evaluation scored, marked, as out/<mode>/{stem}.png (kept when there)."""
+    """The images each mode of an evaluation scored, marked, as out/<mode>/{stem}.png (kept when there and
+    marked from the same evaluation; another evaluation's are refused)."""
     modes = tuple(report["modes"])
     stems = FaceMaskTextDataset(report["data"], split=report["split"]).stems[: report["n"]]
+    source_record = {"evaluation": str(evaluation.resolve()), "fingerprint": report.get("fingerprint"),
+                     "seed": report["seed"], "n": report["n"], "modes": list(modes)}  # fmt: skip
+    record = out / "marked_from.json"
+    if record.exists() and json.loads(record.read_text()) != source_record:
+        raise SystemExit(f"{out} holds images marked from another evaluation ({record.read_text().strip()}); "
+                         "pass another --out.")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(source_record) + "\n")
     for mode in modes:
         (out / mode).mkdir(parents=True, exist_ok=True)
         source = mode_folder(evaluation, report["images"], mode, modes)
@@ -38,15 +50,18 @@ def mark_folder(evaluation: Path, report: dict, out: Path) -> None:
                 atomic_write(target, lambda temporary, m=marked: m.save(temporary, format="PNG"))
 
 
-def frechet_table(rows: list[dict], unmarked: str, marked: str, spread: str | None) -> str:
-    """Per mode: Fréchet unmarked, marked, their difference, and |seed 0 − seed 1| when a spread is given."""
+def frechet_table(rows: list[dict], unmarked: str, marked: str, spread: list[str]) -> str:
+    """Per mode: Fréchet unmarked, marked, their difference, and each other seed's difference from the
+    unmarked evaluation with the largest in size."""
     value = {(r["eval"], r["mode"]): r["frechet"] for r in rows}
-    lines = ["| mode | Fréchet unmarked | marked | marked − unmarked | run-to-run spread (seed 1 − seed 0) |",
+    lines = ["| mode | Fréchet unmarked | marked | marked − unmarked | run-to-run spread (other seeds − this; largest) |",
              "|---|---|---|---|---|"]  # fmt: skip
     for mode in dict.fromkeys(r["mode"] for r in rows if r["eval"] == unmarked):
         base, after = value[(unmarked, mode)], value[(marked, mode)]
-        other = value.get((spread, mode)) if spread else None
-        spread_cell = "–" if other is None else f"{other - base:+.2f}"
+        others = [value[(s, mode)] - base for s in spread if (s, mode) in value]
+        spread_cell = (
+            ", ".join(f"{d:+.2f}" for d in others) + f"; {max(map(abs, others)):.2f}" if others else "–"
+        )
         lines.append(f"| {mode} | {base:.2f} | {after:.2f} | {after - base:+.2f} | {spread_cell} |")
     return "\n".join(lines)
 
@@ -57,7 +72,9 @@ def main() -> None:
     )
     parser.add_argument("evaluation", help="a `facemogle eval --out` folder (its images are unmarked)")
     parser.add_argument("--data", required=True, help="the dataset that evaluation scored against")
-    parser.add_argument("--spread", help="the same model's evaluation at another --seed, equal N")
+    parser.add_argument(
+        "--spread", nargs="+", default=[], help="the same model's evaluations at other --seed, equal N"
+    )
     parser.add_argument("--out", required=True, help="where the marked images and their report go")
     args = parser.parse_args()
     evaluation, out = Path(args.evaluation), Path(args.out)
@@ -68,7 +85,7 @@ def main() -> None:
              "--n", str(report["n"]), "--seed", str(report["seed"]), "--mode", *modes, "--out", str(out / "eval")]  # fmt: skip
     if facemogle(score) != 0:
         raise SystemExit("scoring the marked images failed (see above)")
-    folders = [str(evaluation), str(out / "eval"), *([args.spread] if args.spread else [])]
+    folders = [str(evaluation), str(out / "eval"), *args.spread]
     rows = compare(folders)
     table = (f"{report['n']} items per mode; the marked images against {evaluation} (paired, 95% intervals):\n\n"
              + compare_markdown(rows) + "\n\n" + frechet_table(rows, *folders[:2], args.spread))  # fmt: skip

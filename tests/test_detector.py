@@ -176,5 +176,7 @@ def test_the_detector_reads_every_image_as_a_jpeg_so_the_file_format_is_no_cue()
     face = make_face(0, size=128)[0]
     detector = Detector(NPRNet(DetectorConfig(layers=(1, 1))), normalise=False)
     raw = Detector(NPRNet(DetectorConfig(layers=(1, 1), jpeg_quality=None)), normalise=False)
-    read, raw_read = ((d.tensors([face]) - d.tensors([_jpeg(face, 95)])).abs().mean() for d in (detector, raw))
+    read, raw_read = (
+        (d.tensors([face]) - d.tensors([_jpeg(face, 95)])).abs().mean() for d in (detector, raw)
+    )
     assert read < 0.3 * raw_read  # a PNG and its JPEG look nearly alike to it (≈ 5× closer than as they are)

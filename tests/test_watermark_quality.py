@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facemogle.cli import main
@@ -45,10 +46,19 @@ def test_marked_images_are_scored_paired_against_the_unmarked_ones(tmp_path, mon
         "| mask |" in out.split("run-to-run spread")[1]
         and (tmp_path / "marked" / "watermark_quality.md").is_file()
     )
+    assert main(["eval", "--images", str(data / "face"), "--data", str(data), "--n", str(n - 1), "--mode", "mask",
+                 "--out", str(tmp_path / "other")]) == 0  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["watermark_quality.py", str(tmp_path / "other"), "--data", str(data),
+                                      "--out", str(tmp_path / "marked")])  # fmt: skip
+    with pytest.raises(SystemExit, match="marked from another evaluation"):
+        load().main()  # never scored with stale marked images
 
 
 def test_frechet_table_puts_the_change_beside_the_spread():
     rows = [{"eval": "a", "mode": "mask", "frechet": 10.0}, {"eval": "b", "mode": "mask", "frechet": 10.5},
             {"eval": "c", "mode": "mask", "frechet": 12.0}]  # fmt: skip
-    assert "| mask | 10.00 | 10.50 | +0.50 | +2.00 |" in load().frechet_table(rows, "a", "b", "c")
-    assert "| mask | 10.00 | 10.50 | +0.50 | – |" in load().frechet_table(rows[:2], "a", "b", None)
+    rows.append({"eval": "d", "mode": "mask", "frechet": 7.0})
+    assert "| mask | 10.00 | 10.50 | +0.50 | +2.00, -3.00; 3.00 |" in load().frechet_table(
+        rows, "a", "b", ["c", "d"]
+    )
+    assert "| mask | 10.00 | 10.50 | +0.50 | – |" in load().frechet_table(rows[:2], "a", "b", [])
