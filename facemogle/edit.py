@@ -3,7 +3,9 @@ keeping its layout. Both scales; the design notes are in ../shared/EDITING.md of
 
 Time convention as in flow.py: x_t = (1 − t)·z0 + t·ε, t = 0 the source z0 (pixels at the compact scale,
 VAE latents at full scale). The region m (1 = regenerate) is grown to whole tokens, so blending is exact
-per token; the decoded result is pasted onto the source through m feathered in pixels.
+per token; the decoded result is pasted onto the source through m feathered in pixels, at the image's own
+size (a photo larger than the model's resolution keeps its own pixels outside the region; inside, the
+model's result is resized to it).
 
 Operations (each with its default method and strength = the start time t_s):
 - "mask": a new mask; m = where it differs from the source's. Blended sampling conditioned on the whole
@@ -18,8 +20,10 @@ Operations (each with its default method and strength = the start time t_s):
   Otherwise, default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
   z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
   z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
-  the source condition without guidance, then blended sampling) and "sdedit" (blended sampling from the
-  noised source, strength 0.7).
+  the source condition without guidance, then blended sampling with the known tokens on the inverted
+  latent's path: ε = (x_ts − (1 − t_s)·z0)/t_s) and "sdedit" (blended sampling from the noised source,
+  strength 0.7). A shape the face already has — a class of its own in the mask (eyeglasses, a hat), or at
+  the compact scale the attribute classifier's reading (bangs, long hair, a smile) — is not drawn again.
 - "regenerate": mask-conditioned sampling on the source mask (or `mask`) from the noised source, no
   region (strength 1: a new person with the same layout; 0.5–0.8 keep colours and lighting). Default
   0.75. With "inversion" it starts from the source inverted instead. These are the unblended baselines
@@ -78,14 +82,14 @@ ATTRIBUTE_REGIONS = {
     ("eyes", "eye"): EYES,
     ("nose",): ("nose",),
     ("skin", "pale", "tan", "complexion"): ("skin", "nose", "neck", "left ear", "right ear"),
-    ("hair", "haired", "bald", "hairline"): ("hair",),
+    ("hair", "haired", "hairline"): ("hair",),
     ("shirt", "cloth", "clothes", "top", "dress"): ("cloth",),
 }
 LONG_HAIR = ["background", "neck", "cloth"]
 HAIR_WORDS = ("blond", "blonde", "black", "brown", "gray", "grey", "red", "wavy", "straight", "curly",
               "long", "short", "brunette", "ginger")  # fmt: skip
 REMOVAL_WORDS = ("remove", "removed", "without", "no", "not", "stop", "never", "take", "off", "delete", "erase",
-                 "drop", "lose", "shorter")  # fmt: skip
+                 "drop", "lose", "shorter", "bald", "shave", "shaved", "shaven")  # fmt: skip
 # What an attribute prompt changes in the source's caption (compact scale): word → (attribute, value).
 ATTRIBUTE_CHANGES = {
     "blond": ("hair_color", "blond"), "blonde": ("hair_color", "blond"), "black": ("hair_color", "black"),
@@ -113,10 +117,10 @@ class NoChangeError(EditError):
 class EditResult:
     """The edited faces and what produced them."""
 
-    images: list[Image.Image]
-    region: np.ndarray  # [H, W] float in [0, 1]: the paste-back weight, 1 = regenerated, 0 = the source kept
-    source_labels: np.ndarray  # [H, W] uint8
-    target_labels: np.ndarray  # [H, W] uint8: the mask the edit was conditioned on
+    images: list[Image.Image]  # at the image's own size
+    region: np.ndarray  # [S, S] float in [0, 1] at the image's size: the paste-back weight, 0 = the source kept
+    source_labels: np.ndarray  # [R, R] uint8, at the model's resolution
+    target_labels: np.ndarray  # [R, R] uint8: the mask the edit was conditioned on
     operation: str
     method: str
     strength: float
@@ -181,10 +185,13 @@ def attribute_classes(prompt: str) -> tuple[str, ...]:
 
 
 def names_hair(prompt: str, classes: tuple[str, ...] | None = None) -> bool:
-    """Whether the prompt's colour and style words are about the hair ("red lipstick", "a black beard" or a
-    region without the hair are not)."""
+    """Whether the prompt's colour and style words are about the hair: the region has the hair, and the
+    prompt says "hair" or names nothing else ("red lipstick", "a black beard" or a region without the hair
+    are not)."""
     classes = attribute_classes(prompt) if classes is None else classes
-    return "hair" in classes and ("hair" in _words(prompt) or classes == ("hair",))
+    words = set(_words(prompt))
+    others = any(words & set(keys) for keys, region in ATTRIBUTE_REGIONS.items() if region != ("hair",))
+    return "hair" in classes and ("hair" in words or not others)
 
 
 def asks_removal(prompt: str) -> bool:
@@ -220,19 +227,20 @@ def drawn_shapes(prompt: str, classes: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def attribute_target(
-    source: np.ndarray, prompt: str, classes: tuple[str, ...], region=None
+    source: np.ndarray, prompt: str, classes: tuple[str, ...], region=None, present: tuple[str, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """An attribute edit's target mask, region [H, W] bool, drawn shapes and repainted classes.
 
-    The shapes the prompt adds are drawn into the target mask (those the source already shows are not);
-    the region is where the masks differ, plus the named classes where the prompt also changes something
-    without a shape of its own or `region` is given (the drawn shapes are kept either way)."""
+    The shapes the prompt adds are drawn into the target mask (not those the source already shows: its
+    mask, or `present`, the attributes a classifier reads the face as having already); the region is where
+    the masks differ, plus the named classes where the prompt also changes something without a shape of
+    its own or `region` is given (the drawn shapes are kept either way)."""
     shapes = drawn_shapes(prompt, classes)
-    shown = tuple(name for name in shapes if shows(source, name))
+    shown = tuple(name for name in shapes if shows(source, name) or name in present)
     others = [name for name, _ in _stated_changes(prompt, classes) if name not in shapes]
     if shown and len(shown) == len(shapes) and not others and region is None:
         raise NoChangeError(
-            f"The face's mask already shows {' and '.join(SHAPE_WORDS[n] for n in shown)}: nothing to add; to "
+            f"The face already shows {' and '.join(SHAPE_WORDS[n] for n in shown)}: nothing to add; to "
             "change its shape, repaint the mask and make a mask edit (mask=, --mask)."
         )
     shapes = tuple(name for name in shapes if name not in shown)
@@ -429,6 +437,16 @@ def edit(
     """
     # 1. Check inputs
     operation = infer_operation(operation, mask, prompt)
+    if operation == "attribute" and mask is not None:
+        raise EditError(
+            "An attribute edit draws its own target mask: to give the new mask, make a mask edit "
+            "(operation 'mask', --op mask) with the prompt as its caption."
+        )
+    if operation != "attribute" and region is not None:
+        raise EditError(
+            f"region= (--region) chooses an attribute edit's classes; a {operation} edit's region is where "
+            "the new mask differs (mask) or the whole face (regenerate)."
+        )
     asked_method, asked_strength = method, strength
     method, strength = check_method(operation, method, strength)
     size = pipe.model.resolution
@@ -441,8 +459,9 @@ def edit(
     )  # fmt: skip
     pipe._check_inputs(prompt, None, sampling.steps, num_images, True, "pil")
     # 2. The source's mask and caption; the target condition and the region
-    source_labels = _source_labels(pipe, z_pixels, source_mask, image_size, size, parser)
+    source_labels = _source_labels(pipe, face, source_mask, size, parser)
     target_labels, classes, shapes, repainted = source_labels, (), (), ()
+    reading = None  # the classifier's reading of the face (compact scale, attribute edits)
     if operation == "mask":
         target_labels = _mask_at(mask, image_size, size, "new mask")
         changed = changed_region(source_labels, target_labels)
@@ -450,16 +469,23 @@ def edit(
             raise EditError("The new mask is identical to the source's mask: there is nothing to edit.")
     elif operation == "attribute":
         classes = _attribute_region(prompt, region)
-        target_labels, changed, shapes, repainted = attribute_target(source_labels, prompt, classes, region)
+        if pipe.is_compact and source_prompt is None:
+            reading = _reading(z_pixels, classifier)
+        elif not pipe.is_compact and "short" in _words(prompt) and names_hair(prompt, classes):
+            raise EditError(_SHORTER.format(prompt=prompt))
+        present = tuple(
+            n for n, value in _stated_changes(prompt, classes) if reading and reading.get(n) == value
+        )
+        target_labels, changed, shapes, repainted = attribute_target(
+            source_labels, prompt, classes, region, present
+        )
         if shapes and asked_method is None:  # drawn into the mask: a mask edit with the target caption
             method, strength = check_method(operation, "blend", asked_strength)
     else:
         if mask is not None:
             target_labels = _mask_at(mask, image_size, size, "mask")
         changed = np.ones_like(source_labels, dtype=bool)
-    source_prompt, target_prompt = _prompts(
-        pipe, operation, z_pixels, prompt, source_prompt, classifier, classes
-    )
+    source_prompt, target_prompt = _prompts(operation, reading, prompt, source_prompt, classes)
     if method == "flowedit" and source_prompt == target_prompt:
         raise NoChangeError(
             f"The edit changes nothing in the face's description ({source_prompt!r}): the face already reads so, "
@@ -504,10 +530,11 @@ def edit(
             if method == "inversion":
                 source = pipe.velocity(source_prompt, source_labels, 1.0, 1.0, num_images, (rows, cols))
                 start = invert(source, z0, grid)
+                noise = (start - (1 - grid[0]) * z0) / grid[0]  # the known tokens on the inverted path
             tokens = blended_sample(target, z0, noise, grid, weights, sampling.sampler, x=start)
-    # 5. Decode; paste the source back outside the region
+    # 5. Decode; paste the source back outside the region, at the image's own size
     decoded = pipe.model.decode(tokens.float(), size, size).cpu()
-    pasted = paste * decoded + (1 - paste) * z_pixels
+    pasted, paste = paste_back(decoded, paste, face)
     return EditResult(
         _maybe_marked(tensor_to_images(pasted), pipe.watermark_for(watermark)), paste.numpy(), source_labels,
         target_labels, operation, method, strength,
@@ -517,18 +544,33 @@ def edit(
     )  # fmt: skip
 
 
-def _source_labels(pipe, pixels, source_mask, image_size, size, parser) -> np.ndarray:
-    if source_mask is not None:
-        return _mask_at(source_mask, image_size, size, "source mask")
-    if parser is None:
-        if not pipe.is_compact:
-            raise EditError(
-                "A full-scale edit needs the photo's mask: pass source_mask (--source-mask) or a face parser "
-                "for real photos (--parser FOLDER_OR_FILE: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth)."
-            )
-        parser = load_parser()
+def paste_back(
+    decoded: torch.Tensor, weight: torch.Tensor, face: Image.Image
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """decoded [B, 3, R, R] pasted onto the face through weight [R, R], both resized to the face's own size
+    first where it is not the model's: (the edits [B, 3, S, S], the weight used [S, S])."""
+    side = face.width
+    source = images_to_tensor([face], side)  # [1, 3, S, S]: the face's own pixels
+    if side != decoded.shape[-1]:
+        decoded = F.interpolate(decoded, size=(side, side), mode="bicubic", antialias=True).clamp(-1, 1)
+        weight = F.interpolate(weight[None, None], size=(side, side), mode="bilinear", antialias=True)[0, 0]
+    return weight * decoded + (1 - weight) * source, weight
 
-    return parse_images(parser, pixels, size)[0]
+
+def _source_labels(pipe, face: Image.Image, source_mask, size: int, parser) -> np.ndarray:
+    """The face's label map at the model's resolution: the given mask, or the face parsed at its own size
+    (as `facemogle parse` does, so a mask it made and repainted differs only where it was repainted)."""
+    if source_mask is not None:
+        return _mask_at(source_mask, face.size, size, "source mask")
+    if parser is None and not pipe.is_compact:
+        raise EditError(
+            "A full-scale edit needs the photo's mask: pass source_mask (--source-mask) or a face parser "
+            "for real photos (--parser FOLDER_OR_FILE: a CelebAMask-HQ SegFormer folder or BiSeNet's 79999_iter.pth)."
+        )
+    if parser is None or isinstance(parser, (str, os.PathLike)):
+        parser = load_parser(parser)
+    labels = parse_images(parser, images_to_tensor([face], face.width), face.width)[0]
+    return resize_labels(labels, size)
 
 
 def _attribute_region(prompt: str | None, region) -> tuple[str, ...]:
@@ -550,22 +592,30 @@ def _attribute_region(prompt: str | None, region) -> tuple[str, ...]:
     return classes
 
 
-def _prompts(pipe, operation, pixels, prompt, source_prompt, classifier, classes) -> tuple[str, str]:
-    """(source prompt, target prompt). At the compact scale an attribute edit without a source prompt
-    describes the classifier's reading of the face, and the target is that with the prompt's change."""
-    prompt = prompt or ""
-    if operation != "attribute" or source_prompt is not None or not pipe.is_compact:
-        return source_prompt or "", prompt
-    from .data.synthface import describe
+_SHORTER = (
+    "{prompt!r} shortens the hair: that is a removal, a mask edit. Parse the face (`facemogle parse`), "
+    "paint the long hair over with background, neck and cloth, and pass that mask (--mask)."
+)
+
+
+def _reading(pixels: torch.Tensor, classifier=None) -> dict:
+    """The shipped (or given) attribute classifier's reading of a face [1, 3, R, R]."""
     from .evaluators import load_evaluator
 
     classifier = classifier or load_evaluator("classifier")
     resolution = classifier.config.resolution
-    reading = classifier.predict(F.interpolate(pixels, size=resolution, mode="bilinear", antialias=True))[0]
+    return classifier.predict(F.interpolate(pixels, size=resolution, mode="bilinear", antialias=True))[0]
+
+
+def _prompts(operation, reading, prompt, source_prompt, classes) -> tuple[str, str]:
+    """(source prompt, target prompt). With a classifier's reading of the face (a compact-scale attribute
+    edit without a source prompt) the source prompt describes it, the target that with the prompt's change."""
+    prompt = prompt or ""
+    if operation != "attribute" or reading is None:
+        return source_prompt or "", prompt
+    from .data.synthface import describe
+
     target = changed_attributes(reading, prompt, classes)
     if reading.get("hair_length") == "long" and target.get("hair_length") == "short":
-        raise EditError(
-            f"{prompt!r} shortens the hair: that is a removal, a mask edit. Parse the face (`facemogle parse`), "
-            "paint the long hair over with background, neck and cloth, and pass that mask (--mask)."
-        )
+        raise EditError(_SHORTER.format(prompt=prompt))
     return describe(reading), describe(target)

@@ -281,6 +281,23 @@ def test_keyword_table_and_caption_changes():
     assert changed_attributes(source, "make her smile")["mouth"] == "smiling"
     assert changed_attributes(source, "make her pretty") == source
     assert changed_attributes(source, "blond hair")["hair_color"] == "blond"
+    # an explicit region with the hair in it: colour words are the hair's unless another keyword is named
+    assert (
+        changed_attributes(source, "make it blond", ("hair", "left brow", "right brow"))["hair_color"]
+        == "blond"
+    )
+    assert changed_attributes(source, "a blond beard", ("hair", "skin"))["hair_color"] == "black"
+
+
+def test_a_shape_the_face_already_has_is_not_drawn_again(shipped):
+    for edit_type, prompt, words in (
+        ("bangs", "add bangs", "bangs"),
+        ("hair_length", "make the hair long", "long hair"),
+    ):
+        pair = make_pair(0, edit_type)  # B has the attribute, and the classifier reads it so
+        with pytest.raises(NoChangeError, match=f"already shows {words}"):
+            shipped.edit(pair.target, prompt=prompt, operation="attribute", source_mask=pair.target_labels,
+                         num_inference_steps=2)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -289,6 +306,11 @@ def test_keyword_table_and_caption_changes():
         (dict(prompt="make the hair blond"), "say which"),
         (dict(), "Nothing to edit"),
         (dict(operation="attribute", prompt="remove the eyeglasses"), "removals are mask edits"),
+        (dict(operation="attribute", prompt="make him bald"), "removals are mask edits"),
+        (dict(operation="attribute", prompt="shave the beard"), "removals are mask edits"),
+        (dict(operation="attribute", prompt="add a hat", mask="SAME"), "draws its own target mask"),
+        (dict(operation="regenerate", region="hair"), "chooses an attribute edit's classes"),
+        (dict(mask="SAME2", region="hair"), "chooses an attribute edit's classes"),
         (dict(operation="attribute", prompt="make it prettier"), "names nothing the keyword table knows"),
         (dict(operation="attribute", prompt="blond", region="hairs"), "Unknown class 'hairs'"),
         (dict(operation="attribute", prompt="make it red", region="hat"), "has none of the classes hat"),
@@ -311,6 +333,8 @@ def test_bad_edits_get_one_clear_error(shipped, glasses_pair, options, message):
     labels = glasses_pair.source_labels
     if options.get("mask") == "SAME":
         options["mask"] = labels.copy()
+    elif options.get("mask") == "SAME2":
+        options["mask"] = glasses_pair.target_labels
     elif options.get("mask") == "WIDE":
         options["mask"] = np.zeros((64, 128), np.uint8)
     elif options.get("mask") == "SMALL":
@@ -335,7 +359,7 @@ def test_full_scale_edit_without_a_mask_or_parser_says_what_to_pass():
     from facemogle.edit import _source_labels
 
     with pytest.raises(EditError, match="--source-mask"):
-        _source_labels(Flux(), torch.zeros(1, 3, 64, 64), None, (64, 64), 64, None)
+        _source_labels(Flux(), Image.new("RGB", (512, 512)), None, 512, None)
 
 
 def test_edit_cli_writes_the_edit_and_never_its_inputs(tmp_path, capsys, glasses_pair):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from facemogle.cli import main
 from facemogle.data.synthface import make_face
@@ -120,8 +121,20 @@ def test_a_parsed_photo_of_any_size_is_repainted_and_edited(tmp_path, capsys):
     new[pair.target_labels == CLASSES.index("hat")] = CLASSES.index("hat")
     save_mask(new, tmp_path / "new.png")
     assert main(["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "new.png"), "--steps", "2",
-                 "--out", str(tmp_path / "edit.png"), "--save-masks"]) == 0  # fmt: skip
+                 "--out", str(tmp_path / "edit.png"), "--save-masks", "--no-watermark"]) == 0  # fmt: skip
     assert load_mask(tmp_path / "edit_target_mask.png").shape == (128, 128)
+    # the edit is at the photo's size (the shipped model makes 64²), and without --source-mask the photo is
+    # parsed as `parse` parsed it: only the repainted hat changes, the rest is the photo's own pixels
+    edit, photo = (np.asarray(Image.open(tmp_path / n), np.int16) for n in ("edit.png", "face.png"))
+    assert edit.shape == photo.shape == (128, 128, 3)
+    changed = np.abs(edit - photo).max(-1) > 0
+    repainted = (
+        torch.nn.functional.max_pool2d(torch.from_numpy(new != parsed).float()[None, None], 33, 1, 16)[
+            0, 0
+        ].numpy()
+        > 0
+    )  # the repaint grown by 16 px: the growth, two 8-px tokens at this size, the feather
+    assert changed.any() and not (changed & ~repainted).any()
 
 
 def test_parse_cli_writes_a_label_png_and_refuses_to_overwrite(tmp_path, capsys):

@@ -10,8 +10,9 @@ each of METHODS, then scored:
 - the stated change: the classifier's reading of the edited attribute equals B's (additions and changes)
   — beside text → face generation from B's caption;
 - identity proxy: agreement of the classifier on every other attribute, edit vs A;
-- seams: mean gradient magnitude in a 2-px band around the edited region's edge over the mean in the
-  bands just inside and just outside (2–4 px); ≈ 1 without a seam — and that score over the true B's in
+- seams: mean gradient magnitude in a band of the feather's width each side of the edited region's edge
+  (2 px in all at 64², 4 at 128²) over the mean in the bands twice as wide just inside and just outside;
+  ≈ 1 without a seam — and that score over the true B's in
   the same bands, since a band that crosses eyebrows or eyes scores above 1 on the true face too;
 - realism: Fréchet distance of the classifier's features, edits vs the true B faces.
 The true B faces are scored as a reference row too: the evaluators' ceilings for every column.
@@ -30,7 +31,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data.pairs import EDIT_TYPES, FacePair, make_pair, pair_caption
-from ..edit import GROW, NoChangeError, attribute_classes, class_region, feathered, token_region
+from ..edit import (
+    FEATHER,
+    GROW,
+    EditError,
+    NoChangeError,
+    attribute_classes,
+    attribute_target,
+    class_region,
+    feathered,
+    token_region,
+)
 from ..images import image_grid, images_to_tensor
 from ..io import atomic_write, read_json, run_share, write_json
 from ..labels import NUM_CLASSES
@@ -228,25 +239,32 @@ def mean_iou(total: np.ndarray) -> float:
 
 
 def seam_score(image: np.ndarray, region: np.ndarray) -> float:
-    """Mean |∇| in a 2-px band around the region's edge over the mean in the 2-px bands just inside and
-    just outside it; nan when the region has no edge."""
+    """Mean |∇| in a band of the paste-back's feather width w each side of the region's edge (2 px at 64²,
+    4 at 128²) over the mean in the bands of 2w just inside and just outside it; nan when the region has
+    no edge."""
     grey = np.asarray(image, np.float64).mean(-1)
     gy, gx = np.gradient(grey)
     magnitude = np.hypot(gx, gy)
-    band = _dilate(region, 1) & ~_erode(region, 1)
-    inner = _erode(region, 1) & ~_erode(region, 3)
-    outer = _dilate(region, 3) & ~_dilate(region, 1)
+    w = max(1, round(FEATHER * region.shape[0]))
+    band = _dilate(region, w) & ~_erode(region, w)
+    inner = _erode(region, w) & ~_erode(region, 3 * w)
+    outer = _dilate(region, 3 * w) & ~_dilate(region, w)
     if not (band.any() and inner.any() and outer.any()):
         return float("nan")
     return float(magnitude[band].mean() / ((magnitude[inner].mean() + magnitude[outer].mean()) / 2 + 1e-6))
 
 
 def edited_region(pair: FacePair, name: str, patch: int) -> np.ndarray:
-    """Where a method's region edge is, for its seams: the attribute edit's keyword classes; else the mask
-    edit's (the label change; the instruction's classes where the labels do not change), grown to tokens."""
+    """Where a method's region edge is, for its seams, grown to tokens: the attribute edit's own region
+    (the drawn shape's change, or the keyword classes); else the mask edit's (the label change; the
+    instruction's classes where the labels do not change)."""
     changed = pair.source_labels != pair.target_labels
     if name == "attribute edit" or not changed.any():
-        changed = class_region(pair.source_labels, attribute_classes(_instruction(pair)))
+        classes = attribute_classes(_instruction(pair))
+        try:
+            changed = attribute_target(pair.source_labels, _instruction(pair), classes)[1]
+        except EditError:  # nothing drawn (the edit returned A): the keyword classes' edge
+            changed = class_region(pair.source_labels, classes)
     return token_region(changed, patch).numpy() > 0.5
 
 
