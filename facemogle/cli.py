@@ -365,6 +365,8 @@ def cmd_parse(args: argparse.Namespace) -> None:
     photo = open_face(args.photo)
     parser = load_parser(args.parser)
     size = args.size or photo.width  # the photo's size: the mask to repaint for `edit --mask`
+    if not 16 <= size <= 4096:
+        raise UsageError(f"--size {size}: give the mask's side in pixels, 16–4096 (default: the photo's).")
     labels = parse_images(parser, images_to_tensor([photo], size), size)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda temporary: save_mask(labels, temporary))

@@ -149,6 +149,8 @@ def test_parse_cli_writes_a_label_png_and_refuses_to_overwrite(tmp_path, capsys)
         main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "face.png"), "--overwrite"]) == 2
     )
     assert "is an input" in capsys.readouterr().err
+    assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "m0.png"), "--size", "0"]) == 2
+    assert "16–4096" in capsys.readouterr().err
     assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "m.jpg")]) == 2
     assert (
         main(
