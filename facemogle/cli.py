@@ -364,7 +364,7 @@ def cmd_parse(args: argparse.Namespace) -> None:
     _check_outputs([out], args.overwrite, inputs=[args.photo, args.parser])
     photo = open_face(args.photo)
     parser = load_parser(args.parser)
-    size = args.size or photo.width  # the photo's size: the mask to repaint for `edit --mask`
+    size = photo.width if args.size is None else args.size  # the photo's: the mask `edit --mask` wants
     if not 16 <= size <= 4096:
         raise UsageError(f"--size {size}: give the mask's side in pixels, 16–4096 (default: the photo's).")
     labels = parse_images(parser, images_to_tensor([photo], size), size)[0]
