@@ -1,5 +1,7 @@
 """Editing: regions, the update rules, the three operations at the shipped model's configuration, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,9 +24,11 @@ from facemogle.edit import (
 )
 from facemogle.flow import time_grid
 from facemogle.labels import CLASSES
-from facemogle.pipeline import FaceMoGLEPipeline
+from facemogle.pipeline import FaceMoGLEPipeline, default_model_folder
 
 HAIR = CLASSES.index("hair")
+SHIPPED = json.loads((default_model_folder() / "config.json").read_text())
+SIDE, PATCH = SHIPPED["resolution"], SHIPPED["patch_size"]  # the shipped model's: the real configuration
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def glasses_pair():
-    return make_pair(0, "eyeglasses")  # A without eyeglasses, B with them (64×64, the shipped size)
+    return make_pair(0, "eyeglasses", size=SIDE)  # A without eyeglasses, B with them, at the shipped size
 
 
 def test_token_region_grows_to_whole_tokens_and_feathering_is_exactly_zero_away_from_it():
@@ -111,7 +115,7 @@ def test_mask_edit_at_the_shipped_configuration_keeps_the_source_exactly_outside
     )
     assert result.operation == "mask" and result.method == "blend" and result.strength == 1.0
     edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
-    assert edited.shape == (64, 64, 3)
+    assert edited.shape == (SIDE, SIDE, 3)
     outside = result.region == 0
     assert outside.mean() > 0.7 and np.array_equal(edited[outside], source[outside])
     assert np.abs(edited.astype(int) - source)[result.region == 1].mean() > 5  # regenerated inside
@@ -121,11 +125,11 @@ def test_mask_edit_at_the_shipped_configuration_keeps_the_source_exactly_outside
 
 
 def test_attribute_edit_repaints_the_named_classes_only_and_states_the_change(shipped):
-    pair = make_pair(0, "hair_color")
+    pair = make_pair(0, "hair_color", size=SIDE)
     result = shipped.edit(pair.source, prompt=pair.instruction, operation="attribute", source_mask=pair.source_labels,
                           num_inference_steps=6)  # fmt: skip
     assert result.method == "flowedit" and result.strength == 0.85
-    hair = feathered(token_region(pair.source_labels == HAIR, 4)).numpy() > 0  # hair, grown, feathered
+    hair = feathered(token_region(pair.source_labels == HAIR, PATCH)).numpy() > 0  # hair, grown, feathered
     assert np.array_equal(result.region > 0, hair) and (result.region[pair.source_labels == HAIR] == 1).all()
     edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
     assert np.array_equal(edited[result.region == 0], source[result.region == 0])
@@ -141,7 +145,7 @@ def test_an_attribute_with_a_shape_is_drawn_into_the_mask_and_made_as_a_mask_edi
     from facemogle.evaluators import load_evaluator
     from facemogle.shapes import add_hat
 
-    pair = make_pair(0, "hat")
+    pair = make_pair(0, "hat", size=SIDE)
     result = shipped.edit(pair.source, prompt=pair.instruction, source_mask=pair.source_labels, operation="attribute",
                           num_inference_steps=10)  # fmt: skip
     assert result.method == "blend" and result.strength == 1.0
@@ -151,7 +155,8 @@ def test_an_attribute_with_a_shape_is_drawn_into_the_mask_and_made_as_a_mask_edi
     assert "hat" in result.prompt and "hat" not in result.source_prompt
     edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
     assert np.array_equal(edited[result.region == 0], source[result.region == 0])
-    reading = load_evaluator("classifier").predict(load_image(result.images[0], 64))[0]
+    classifier = load_evaluator("classifier")
+    reading = classifier.predict(load_image(result.images[0], classifier.config.resolution))[0]
     assert reading["hat"]  # the shipped classifier sees the hat
     # an explicit method keeps the drawn mask: FlowEdit's target branch is conditioned on it
     flowedit = shipped.edit(pair.source, prompt="add a hat", source_mask=pair.source_labels, operation="attribute",
@@ -169,7 +174,7 @@ def test_attribute_regions_with_and_without_drawn_shapes():
     from facemogle.edit import ATTRIBUTE_REGIONS, attribute_target, drawn_shapes
     from facemogle.shapes import add_eyeglasses
 
-    labels = make_pair(0, "hair_length").source_labels  # short hair
+    labels = make_pair(0, "hair_length", size=SIDE).source_labels  # short hair
     ids = {c: CLASSES.index(c) for c in ("cloth", "neck", "background", "hair", "eyeglasses", "hat")}
     for prompt, region, covered in [("make the shirt red", None, "cloth"), ("add a necklace", None, "neck"),
                                     ("make it blond", "hair,background", "background")]:  # fmt: skip
@@ -183,12 +188,15 @@ def test_attribute_regions_with_and_without_drawn_shapes():
     assert shapes == ("hair_length",) and repainted == () and changed.mean() < 0.5
     assert (changed == (target != labels)).all() and (target[changed] == ids["hair"]).all()
     # a shape and a colour: the drawn hat plus the hair repainted
-    prompt, labels = "add a hat and make the hair blond", make_pair(0, "hat").source_labels  # no hat
+    prompt, labels = (
+        "add a hat and make the hair blond",
+        make_pair(0, "hat", size=SIDE).source_labels,
+    )  # no hat
     target, changed, shapes, repainted = attribute_target(labels, prompt, attribute_classes(prompt))
     assert shapes == ("hat",) and "hair" in repainted and changed[labels == ids["hair"]].all()
     assert (target == ids["hat"]).any() and changed[target == ids["hat"]].all()
     # already there: nothing to add; with another change, that change only
-    with_glasses = add_eyeglasses(make_pair(0, "eyeglasses").source_labels)
+    with_glasses = add_eyeglasses(make_pair(0, "eyeglasses", size=SIDE).source_labels)
     with pytest.raises(NoChangeError, match="already shows eyeglasses"):
         attribute_target(with_glasses, "add eyeglasses", attribute_classes("add eyeglasses"))
     prompt = "add sunglasses and red lipstick"
@@ -204,7 +212,7 @@ def test_attribute_regions_with_and_without_drawn_shapes():
 
 
 def test_shortening_or_stopping_is_a_removal(shipped):
-    long_haired = make_pair(0, "hair_length")
+    long_haired = make_pair(0, "hair_length", size=SIDE)
     for prompt, match in [("make her stop smiling", "removals are mask edits"),
                           ("make the hair shorter", "removals are mask edits"),
                           ("make the hair short", "shortens the hair")]:  # fmt: skip
@@ -215,7 +223,7 @@ def test_shortening_or_stopping_is_a_removal(shipped):
 
 @pytest.mark.parametrize("method", ["inversion", "sdedit"])
 def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
-    pair = make_pair(1, "lipstick")
+    pair = make_pair(1, "lipstick", size=SIDE)
     result = shipped.edit(pair.source, prompt="add red lipstick", operation="attribute", method=method,
                           source_mask=pair.source_labels, num_inference_steps=4)  # fmt: skip
     assert result.method == method and set(result.settings["region_classes"]) == {"upper lip", "lower lip"}
@@ -336,7 +344,7 @@ def test_bad_edits_get_one_clear_error(shipped, glasses_pair, options, message):
     elif options.get("mask") == "SAME2":
         options["mask"] = glasses_pair.target_labels
     elif options.get("mask") == "WIDE":
-        options["mask"] = np.zeros((64, 128), np.uint8)
+        options["mask"] = np.zeros((SIDE, 2 * SIDE), np.uint8)
     elif options.get("mask") == "SMALL":
         options["mask"] = labels[::2, ::2].copy()
     with pytest.raises(ValueError, match=message):
@@ -376,7 +384,7 @@ def test_edit_cli_writes_the_edit_and_never_its_inputs(tmp_path, capsys, glasses
     out = capsys.readouterr().out
     assert "mask edit, blend, strength 1" in out and (tmp_path / "edit_grid.png").is_file()
     np.testing.assert_array_equal(load_mask(tmp_path / "edit_target_mask.png"), glasses_pair.target_labels)
-    assert Image.open(tmp_path / "edit.png").size == (64, 64)
+    assert Image.open(tmp_path / "edit.png").size == (SIDE, SIDE)
     assert main([*args, "--out", str(tmp_path / "edit.png")]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "face.png"), "--overwrite"]) == 2
