@@ -7,10 +7,13 @@ gate (no t, no x_t); a scalar gate (one weight per expert); the global expert al
 alone; neither experts nor gate; unconditional. --seeds 2 trains full, global-only and no-gating twice.
 
     python benchmarks/ablation.py                                         # CPU: configs/ablation.yaml
-    python benchmarks/ablation.py --config configs/default.yaml --device cuda --data data/synthface128 \\
+    python benchmarks/ablation.py --config configs/default128.yaml --device cuda \\
         --runs runs/ablation_default                                      # a GPU: the default model's budget
 
-Prints the comparison table and writes it (with a sample grid) beside the runs.
+Conditional variants are evaluated in mask and text + mask modes, the unconditional one without
+conditions. Prints the comparison table and writes it (with a sample grid) beside the runs, and after it
+the verdicts: a variant differs from full MoGLE only where both seeds' paired intervals exclude 0 on the
+same side and the difference exceeds full MoGLE's own seed-to-seed difference.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import argparse
 from pathlib import Path
 
 from facemogle.cli import main as facemogle
-from facemogle.train.checkpoints import CHECKPOINTS, DONE
+from facemogle.io import read_json, read_options
+from facemogle.metrics.compare import compare
+from facemogle.train.checkpoints import DONE, latest_checkpoint
 
 VARIANTS = {
     "full": [],
@@ -40,10 +45,18 @@ def run(args: list[str]) -> None:
         raise SystemExit(f"facemogle {' '.join(args)} failed with exit code {code}")
 
 
-def train(config: str, folder: Path, flags: list[str], data: str | None) -> None:
-    """Train a variant, or resume it; a finished run is left as it is."""
+def train(config: str, folder: Path, flags: list[str], data: str | None, steps: int) -> None:
+    """Train a variant, or resume it; a finished run is left as it is. A run started for another budget
+    or seed is refused (never mixed into the table)."""
     started = (folder / "train_config.json").exists()
-    if started and any((folder / CHECKPOINTS).glob("*")):
+    if started and latest_checkpoint(folder) is not None:
+        saved = read_json(folder / "train_config.json")
+        seed = int(flags[flags.index("--seed") + 1])
+        if (saved["steps"], saved["seed"]) != (steps, seed):
+            raise SystemExit(
+                f"{folder} was trained for {saved['steps']} steps with seed {saved['seed']}, this table asks for "
+                f"{steps} with seed {seed}: pass another --runs folder (or remove {folder})."
+            )
         if not (folder / DONE).exists():
             run(["train", "--resume", "--out", str(folder)])
         return
@@ -78,7 +91,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     runs = Path(args.runs)
-    data = args.data or _config_value(args.config, "data")
+    options = read_options(args.config)
+    data, steps = args.data or str(options["data"]), args.steps or int(options["steps"])
     jobs = [(name, seed) for name in VARIANTS for seed in range(args.seeds if name in SEEDED else 1)]
     if args.only:
         jobs = [(name, seed) for name, seed in jobs if name in args.only]
@@ -86,20 +100,57 @@ def main() -> None:
     for name, seed in jobs:
         folder = runs / (name if seed == 0 else f"{name}_seed{seed}")
         flags = VARIANTS[name] + ["--seed", str(seed)] + (["--steps", str(args.steps)] if args.steps else [])
-        train(args.config, folder, flags, args.data)
+        train(args.config, folder, flags, args.data, steps)
         out = runs / f"eval_{folder.name}"
-        mode = "none" if name == "unconditional" else "mask"
-        run(["eval", "--model", str(folder / "model"), "--data", data, "--n", str(args.n), "--mode", mode,
+        modes = ["none"] if name == "unconditional" else ["mask", "both"]
+        run(["eval", "--model", str(folder / "model"), "--data", data, "--n", str(args.n), "--mode", *modes,
              "--out", str(out), "--device", args.device])  # fmt: skip
         evaluations.append(str(out))
     run(["compare", *evaluations, "--out", str(runs / "compare.md"), "--grid", str(runs / "samples.png"),
          "--overwrite"])  # fmt: skip
+    if jobs[0] == ("full", 0):  # the verdicts are against full MoGLE
+        text = verdicts(compare(evaluations), steps, args.n)
+        print(text)
+        (runs / "compare.md").write_text((runs / "compare.md").read_text() + "\n" + text)
 
 
-def _config_value(path: str, key: str) -> str:
-    from facemogle.io import read_options
+METRICS = (("mask", "miou"), ("both", "miou"), ("both", "accuracy"))
 
-    return str(read_options(path)[key])
+
+def verdicts(rows: list[dict], steps: int, n: int) -> str:
+    """Per variant and metric: each seed's Δ against full MoGLE (seed 0) and whether it differs — both
+    seeds' intervals on the same side of 0 (one seed: its interval) and |Δ| above full MoGLE's own
+    seed-to-seed |Δ|, the floor training noise sets."""
+    delta = {(Path(r["eval"]).name.removeprefix("eval_"), r["mode"], m): (r[f"{m}_difference"], r[f"{m}_difference_interval"])
+             for r in rows for m in ("miou", "accuracy") if r.get(f"{m}_difference") is not None}  # fmt: skip
+    lines = [f"Every run {steps} steps, the same {n} test items. Verdicts against full MoGLE (seed 0): a variant "
+             "differs where every seed's paired interval is on the same side of 0 and |Δ| exceeds full MoGLE's "
+             "seed-to-seed |Δ| (its second seed against its first).", "",
+             "| variant | metric | Δ (seed 0) | Δ (seed 1) | full's seed-to-seed Δ | verdict |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name in [n for n in VARIANTS if n not in ("full", "unconditional")]:
+        for mode, metric in METRICS:
+            seeds = [delta.get((f, mode, metric)) for f in (name, f"{name}_seed1")]
+            seeds = [d for d in seeds if d is not None]
+            if not seeds:
+                continue
+            floor = delta.get(("full_seed1", mode, metric))
+            lines.append(f"| {name} | {mode} {metric} | " + " | ".join(
+                [_delta(seeds[0]), _delta(seeds[1]) if len(seeds) > 1 else "–", _delta(floor) if floor else "–",
+                 _verdict(seeds, floor)]) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _delta(d: tuple[float, list[float]]) -> str:
+    return f"{d[0]:+.3f} [{d[1][0]:+.3f}, {d[1][1]:+.3f}]"
+
+
+def _verdict(seeds: list, floor) -> str:
+    above = all(low > 0 for _, (low, _high) in seeds)
+    below = all(high < 0 for _, (_low, high) in seeds)
+    beyond_noise = floor is None or all(abs(d) > abs(floor[0]) for d, _ in seeds)
+    if (above or below) and beyond_noise:
+        return "better than full" if above else "worse than full"
+    return "no difference shown"
 
 
 if __name__ == "__main__":

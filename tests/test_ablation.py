@@ -50,3 +50,13 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     assert all((runs / name / "model" / "model.safetensors").stat().st_mtime_ns == weights[name]
                for name in folders if name != "full_seed1")  # fmt: skip
     assert (runs / "full_seed1" / "DONE").exists()
+    table = (runs / "compare.md").read_text()
+    assert "| local_only | mask miou |" in table and "| local_only | both accuracy |" in table
+    assert "Every run 2 steps" in table
+    with pytest.raises(SystemExit, match="was trained for 2 steps"):
+        ablation(monkeypatch, *args, "--steps", "3")  # another budget is never mixed into the table
+    (runs / "scalar_gate" / "checkpoints").mkdir(parents=True)  # killed while writing its first checkpoint
+    (runs / "scalar_gate" / "train_config.json").write_text("{}")
+    (runs / "scalar_gate" / "checkpoints" / ".step_0000001.pt.123.tmp").write_bytes(b"partial")
+    ablation(monkeypatch, *args[:-3], "full", "scalar_gate")
+    assert (runs / "scalar_gate" / "DONE").exists()  # started again, not resumed from the partial file
