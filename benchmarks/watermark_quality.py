@@ -50,15 +50,15 @@ def mark_folder(evaluation: Path, report: dict, out: Path) -> None:
                 atomic_write(target, lambda temporary, m=marked: m.save(temporary, format="PNG"))
 
 
-def frechet_table(rows: list[dict], unmarked: str, marked: str, spread: list[str]) -> str:
+def frechet_table(rows: list[dict], unmarked: str, marked: str, spread: dict[str, dict[str, float]]) -> str:
     """Per mode: Fréchet unmarked, marked, their difference, and each other seed's difference from the
-    unmarked evaluation with the largest in size."""
+    unmarked evaluation with the largest in size. spread: evaluation folder → mode → Fréchet."""
     value = {(r["eval"], r["mode"]): r["frechet"] for r in rows}
     lines = ["| mode | Fréchet unmarked | marked | marked − unmarked | run-to-run spread (other seeds − this; largest) |",
              "|---|---|---|---|---|"]  # fmt: skip
     for mode in dict.fromkeys(r["mode"] for r in rows if r["eval"] == unmarked):
         base, after = value[(unmarked, mode)], value[(marked, mode)]
-        others = [value[(s, mode)] - base for s in spread if (s, mode) in value]
+        others = [modes[mode] - base for modes in spread.values() if mode in modes]
         spread_cell = (
             ", ".join(f"{d:+.2f}" for d in others) + f"; {max(map(abs, others)):.2f}" if others else "–"
         )
@@ -85,12 +85,23 @@ def main() -> None:
              "--n", str(report["n"]), "--seed", str(report["seed"]), "--mode", *modes, "--out", str(out / "eval")]  # fmt: skip
     if facemogle(score) != 0:
         raise SystemExit("scoring the marked images failed (see above)")
-    folders = [str(evaluation), str(out / "eval"), *args.spread]
+    folders = [str(evaluation), str(out / "eval")]
     rows = compare(folders)
+    spread = {folder: _frechets(Path(folder), report) for folder in args.spread}
     table = (f"{report['n']} items per mode; the marked images against {evaluation} (paired, 95% intervals):\n\n"
-             + compare_markdown(rows) + "\n\n" + frechet_table(rows, *folders[:2], args.spread))  # fmt: skip
+             + compare_markdown(rows) + "\n\n" + frechet_table(rows, *folders, spread))  # fmt: skip
     print(table)
     atomic_write(out / "watermark_quality.md", lambda temporary: Path(temporary).write_text(table + "\n"))
+
+
+def _frechets(folder: Path, report: dict) -> dict[str, float]:
+    """Each mode's Fréchet of another seed's evaluation of the same items (checked: data, split, n)."""
+    other = json.loads((folder / "report.json").read_text())
+    if any(other[k] != report[k] for k in ("data", "split", "n")):
+        raise SystemExit(
+            f"{folder} did not evaluate the same items (data, split, n) as the unmarked evaluation."
+        )
+    return {mode: result["frechet"] for mode, result in other["modes"].items()}
 
 
 if __name__ == "__main__":

@@ -118,7 +118,9 @@ class EditResult:
     """The edited faces and what produced them."""
 
     images: list[Image.Image]  # at the image's own size
-    region: np.ndarray  # [S, S] float in [0, 1] at the image's size: the paste-back weight, 0 = the source kept
+    region: (
+        np.ndarray
+    )  # [S, S] float in [0, 1] at the image's size: the paste-back weight, 0 = the source kept
     source_labels: np.ndarray  # [R, R] uint8, at the model's resolution
     target_labels: np.ndarray  # [R, R] uint8: the mask the edit was conditioned on
     operation: str

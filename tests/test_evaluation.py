@@ -82,6 +82,12 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
         if line.startswith(f"| {tmp_path / 'ev2'}")
     ]
     assert len(rows) == 1 and "| both | " in rows[0] and rows[0].count("+0.000 [+0.000, +0.000]") == 2
+    assert rows[0].endswith("| +0.0 [+0.0, +0.0] |")  # Fréchet's paired interval: the same images, no change
+    assert main(["eval", "--images", str(tmp_path / "ev" / "both"), "--data", str(data), "--n", "8", "--mode", "both",
+                 "--seed", "1", "--out", str(tmp_path / "ev5"), "--evaluators", str(evaluators)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "ev"), str(tmp_path / "ev5")]) == 2
+    assert "seed 1 vs 0" in capsys.readouterr().err  # other noise: not paired
     assert main(["eval", "--images", str(tmp_path / "ev" / "both"), "--data", str(data), "--n", "4", "--mode", "both",
                  "--out", str(tmp_path / "ev4"), "--evaluators", str(evaluators)]) == 0  # fmt: skip
     capsys.readouterr()

@@ -2,6 +2,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_curve.py"
 
 
@@ -48,3 +50,18 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
     )
     assert choice == "euler8" and "| euler4 |" in table and table.count("| no |") == 1
     assert curve.plot(points).size == (720, 400)
+    # realism counts: a Fréchet worse than the reference beyond its interval rules a setting out
+    blurry = rows("e8", -0.01, 0.01)
+    blurry[0].update(frechet_difference=5.0, frechet_difference_interval=[2.0, 8.0])
+    _, _, choice = curve.summarise(settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + blurry, 256)
+    assert choice == "euler50"
+
+
+def test_the_cost_weighs_rows_without_the_mask_by_their_shorter_sequence():
+    curve = load()
+    euler = curve.Setting("euler", 10)
+    assert euler.cost("mask", 256) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))  # full + no-condition
+    assert euler.cost("text", 256) == pytest.approx(
+        20 * (48 + 256) / (48 + 512)
+    )  # no mask: no condition tokens
+    assert euler.cost("both", 256) == pytest.approx(20 + 10 * (48 + 256) / (48 + 512))

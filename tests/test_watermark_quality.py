@@ -55,10 +55,9 @@ def test_marked_images_are_scored_paired_against_the_unmarked_ones(tmp_path, mon
 
 
 def test_frechet_table_puts_the_change_beside_the_spread():
-    rows = [{"eval": "a", "mode": "mask", "frechet": 10.0}, {"eval": "b", "mode": "mask", "frechet": 10.5},
-            {"eval": "c", "mode": "mask", "frechet": 12.0}]  # fmt: skip
-    rows.append({"eval": "d", "mode": "mask", "frechet": 7.0})
+    rows = [{"eval": "a", "mode": "mask", "frechet": 10.0}, {"eval": "b", "mode": "mask", "frechet": 10.5}]
+    spread = {"c": {"mask": 12.0}, "d": {"mask": 7.0}}
     assert "| mask | 10.00 | 10.50 | +0.50 | +2.00, -3.00; 3.00 |" in load().frechet_table(
-        rows, "a", "b", ["c", "d"]
+        rows, "a", "b", spread
     )
-    assert "| mask | 10.00 | 10.50 | +0.50 | – |" in load().frechet_table(rows[:2], "a", "b", [])
+    assert "| mask | 10.00 | 10.50 | +0.50 | – |" in load().frechet_table(rows, "a", "b", {})

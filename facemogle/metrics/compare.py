@@ -13,11 +13,13 @@ import numpy as np
 from PIL import Image
 
 from .attributes import hit_rate
-from .bootstrap import bootstrap_interval
+from .bootstrap import LEVEL, bootstrap_interval
+from .fid import frechet_distance
 from .mask import miou
 from .report import PER_ITEM, find_image, load_items, mode_folder, sample_sheet
 
 PAIRED = {"confusion": ("miou", miou), "attributes": ("accuracy", hit_rate)}  # per-item counts → score
+FRECHET_DRAWS = 200  # two 256-d matrix square roots per draw
 
 
 class CompareError(ValueError):
@@ -57,8 +59,33 @@ def compare(folders: list[str | os.PathLike]) -> list[dict]:
                     row[f"{name}_difference"], row[f"{name}_difference_interval"] = paired_difference(
                         base[key], arrays[key], statistic
                     )
+            features = f"{mode}/features"
+            if index > 0 and features in arrays and features in base and "reference/features" in base:
+                row["frechet_difference"], row["frechet_difference_interval"] = paired_frechet(
+                    base[features], arrays[features], base["reference/features"]
+                )
             rows.append(row)
     return rows
+
+
+def paired_frechet(
+    first: np.ndarray, second: np.ndarray, real: np.ndarray, seed: int = 0
+) -> tuple[float, list[float]]:
+    """Fréchet(second, real) − Fréchet(first, real) over the same items, with a 95% paired bootstrap
+    interval: each resample draws an item's features in both evaluations and its real face's together.
+
+    first, second, real: [N, D] features of the same N items, in item order."""
+
+    def difference(index: np.ndarray) -> float:
+        return frechet_distance(
+            second[index].astype(np.float64), real[index].astype(np.float64)
+        ) - frechet_distance(first[index].astype(np.float64), real[index].astype(np.float64))
+
+    rng = np.random.default_rng(seed)
+    n = len(first)
+    values = [difference(rng.integers(0, n, n)) for _ in range(FRECHET_DRAWS)]
+    low, high = np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return difference(np.arange(n)), [float(low), float(high)]
 
 
 def paired_difference(
@@ -93,13 +120,15 @@ def compare_grid(folders: list[str | os.PathLike], rows: int = 8) -> Image.Image
 
 
 def _check_same_items(base_folder, base_report: dict, base: dict, folder, report: dict, arrays: dict) -> None:
-    settings = ("data", "split", "n")
-    differing = [k for k in settings if report[k] != base_report[k]]
+    settings = ("data", "split", "n", "seed")
+    differing = [k for k in settings if report.get(k) != base_report.get(k)]
     if differing or not np.array_equal(arrays["stems"], base["stems"]):
-        what = ", ".join(f"{k} {report[k]} vs {base_report[k]}" for k in differing) or "different items"
+        what = (
+            ", ".join(f"{k} {report.get(k)} vs {base_report.get(k)}" for k in differing) or "different items"
+        )
         raise CompareError(
             f"{folder} and {base_folder} were not evaluated on the same items ({what}): rerun facemogle eval "
-            f"with the same --data, --split and --n for both."
+            f"with the same --data, --split, --n and --seed for both."
         )
 
 
@@ -107,15 +136,16 @@ def compare_markdown(rows: list[dict]) -> str:
     """The rows as a markdown table; differences are against the first evaluation."""
     lines = [
         f"Differences against {rows[0]['eval']} on the same {rows[0]['n']} items, with 95% paired bootstrap "
-        "intervals (1,000 resamplings of the items).",
+        "intervals (1,000 resamplings of the items; Fréchet's 200, each drawing the items' real faces too).",
         "",
-        "| evaluation | mode | mIoU ↑ | Δ mIoU | attribute acc ↑ | Δ acc | Fréchet ↓ |",
-        "|---|---|---|---|---|---|---|",
+        "| evaluation | mode | mIoU ↑ | Δ mIoU | attribute acc ↑ | Δ acc | Fréchet ↓ | Δ Fréchet |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row['eval']} | {row['mode']} | {_value(row, 'miou')} | {_difference(row, 'miou')} | "
-            f"{_value(row, 'accuracy')} | {_difference(row, 'accuracy')} | {row['frechet']:.1f} |"
+            f"{_value(row, 'accuracy')} | {_difference(row, 'accuracy')} | {row['frechet']:.1f} | "
+            f"{_difference(row, 'frechet', 1)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -124,8 +154,8 @@ def _value(row: dict, name: str) -> str:
     return f"{row[name]:.3f}" if name in row else "–"
 
 
-def _difference(row: dict, name: str) -> str:
+def _difference(row: dict, name: str, digits: int = 3) -> str:
     if f"{name}_difference" not in row:
         return "–"
     low, high = row[f"{name}_difference_interval"]
-    return f"{row[f'{name}_difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return f"{row[f'{name}_difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"

@@ -184,6 +184,7 @@ def score(
         per_item["attributes"] = attribute_hits(predictions, stated)  # [N, 2]
         result["text"] = attribute_accuracy(predictions, stated)
     features = _features(classifier, batch)
+    per_item["features"] = features.astype(np.float32)  # [N, D]: for compare's paired Fréchet interval
     result["frechet"] = frechet_distance(features, reference["test_features"])
     result["kid"] = kernel_distance(
         features, reference["test_features"], subset_size=min(1000, len(features))
@@ -314,7 +315,11 @@ def evaluate(
               "model": (str(model) if model else "the shipped default model") if pipe else None, "images": str(images) if images else None,
               "reference": {k: v for k, v in reference.items() if k != "test_features"},
               "paper_models": asdict(paper), "skipped": skipped, "modes": {}}  # fmt: skip
-    generated, per_item = {}, {"stems": np.array([i.stem for i in items])}
+    generated = {}
+    per_item = {
+        "stems": np.array([i.stem for i in items]),
+        "reference/features": reference["test_features"].astype(np.float32),
+    }
     for mode in modes:
         generated[mode] = read_generated(items, mode_folder(out, images, mode, modes))
         report["modes"][mode], counts = score(generated[mode], items, mode, parser, classifier, reference)
