@@ -7,7 +7,7 @@ from PIL import Image
 
 from facemogle.cli import main
 from facemogle.demo import example_masks
-from facemogle.labels import load_mask, save_mask
+from facemogle.labels import load_mask, resize_labels, save_mask
 from facemogle.pipeline import FaceMoGLEPipeline, default_model_folder
 
 pytestmark = pytest.mark.skipif(
@@ -26,17 +26,18 @@ def test_readme_command_without_model(tmp_path):
     out = tmp_path / "face.png"
     assert main(["generate", "--mask", str(mask), "--prompt", "She has long blond hair.", "--out", str(out),
                  "--steps", "6", "--grid"]) == 0  # fmt: skip
-    assert Image.open(out).size == (64, 64)
+    side = FaceMoGLEPipeline.from_pretrained().config.resolution
+    assert Image.open(out).size == (side, side)
     assert Image.open(tmp_path / "face_grid.png").size[0] > 128
 
 
 def test_hand_drawn_mask_at_another_size(tmp_path, pipe):
-    """Zero-shot: a hand-made label map at 48×48, resized to the model's 64×64, generates without error."""
+    """Zero-shot: a hand-made label map at 48×48, resized to the model's resolution, generates without error."""
     path = tmp_path / "drawn.png"
     save_mask(face_like_labels(48), path)
     with pytest.warns(UserWarning, match="resized"):
         images = pipe(mask=path, prompt="He is smiling.", num_inference_steps=6)
-    assert images[0].size == (64, 64)
+    assert images[0].size == (pipe.config.resolution,) * 2
 
 
 def test_follows_the_mask(pipe):
@@ -51,8 +52,8 @@ def test_follows_the_mask(pipe):
     masks = [load_mask(p) for p in example_masks() if p.name.startswith("synthface")]
     images = [pipe(mask=m, num_inference_steps=10, seed=k)[0] for k, m in enumerate(masks)]
     with torch.no_grad():
-        parsed = parser.parse(images_to_tensor(images, 64)).numpy()
-    scores = mask_scores(parsed, np.stack(masks))
+        parsed = parser.parse(images_to_tensor(images, parser.config.resolution)).numpy()
+    scores = mask_scores(parsed, np.stack([resize_labels(m, parser.config.resolution) for m in masks]))
     assert scores["pixel_accuracy"] > 0.8 and scores["miou"] > 0.4, scores
 
 
@@ -68,8 +69,9 @@ def test_follows_a_drawn_mask(pipe):
     mask = load_mask(next(p for p in example_masks() if p.name == "drawn_face.png"))
     images = pipe(mask=mask, num_inference_steps=10, num_images=2, seed=0)
     with torch.no_grad():
-        parsed = load_evaluator("parser").parse(images_to_tensor(images, 64)).numpy()
-    scores = mask_scores(parsed, np.stack([mask] * 2))
+        parser = load_evaluator("parser")
+        parsed = parser.parse(images_to_tensor(images, parser.config.resolution)).numpy()
+    scores = mask_scores(parsed, np.stack([resize_labels(mask, parser.config.resolution)] * 2))
     iou = scores["per_class_iou"]
     assert scores["pixel_accuracy"] > 0.8, scores
     assert min(iou["background"], iou["skin"], iou["hair"], iou["cloth"]) > 0.6, iou
@@ -86,6 +88,6 @@ def test_follows_the_prompt(pipe):
     hits = 0
     for prompt, (name, value) in prompts.items():
         images = pipe(prompt=prompt, num_inference_steps=10, num_images=3, seed=1)
-        predictions = classifier.predict(images_to_tensor(images, 64))
+        predictions = classifier.predict(images_to_tensor(images, classifier.config.resolution))
         hits += sum(p[name] == value for p in predictions)
     assert hits >= 6, hits

@@ -215,9 +215,14 @@ def test_the_edit_tab_edits_a_loaded_face_and_rejects_bad_requests(tmp_path):
     from facemogle.pipeline import FaceMoGLEPipeline
 
     pipe, parser = FaceMoGLEPipeline.from_pretrained(), load_parser()
-    pair = make_pair(0, "eyeglasses")
+    pair = make_pair(0, "eyeglasses", size=pipe.config.resolution)
     face, labels, canvas = load_face(parser, pair.source)
-    assert face.size == (64, 64) and labels.shape == (64, 64) and canvas["composite"].shape == (512, 512, 3)
+    side = pipe.config.resolution
+    assert (
+        face.size == (side, side)
+        and labels.shape == (side, side)
+        and canvas["composite"].shape == (512, 512, 3)
+    )
     mask_edit, attribute, regenerate = EDIT_OPERATIONS
     painted = np.asarray(colorize(pair.target_labels).resize((512, 512), Image.NEAREST))
     gallery, files, status = run_edit(pipe, face, pair.source_labels, {"composite": painted}, mask_edit, "", "", 0, 3, 1,
