@@ -25,6 +25,7 @@ from facemogle.cli import main as facemogle
 from facemogle.io import read_json, read_options
 from facemogle.metrics.compare import compare
 from facemogle.train.checkpoints import DONE, latest_checkpoint
+from facemogle.train.config import TrainConfig
 
 VARIANTS = {
     "full": [],
@@ -92,7 +93,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = Path(args.runs)
     options = read_options(args.config)
-    data, steps = args.data or str(options["data"]), args.steps or int(options["steps"])
+    data, steps = (
+        args.data or str(options["data"]),
+        args.steps or int(options.get("steps", TrainConfig.steps)),
+    )
     jobs = [(name, seed) for name in VARIANTS for seed in range(args.seeds if name in SEEDED else 1)]
     if args.only:
         jobs = [(name, seed) for name, seed in jobs if name in args.only]

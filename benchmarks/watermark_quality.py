@@ -32,8 +32,10 @@ def mark_folder(evaluation: Path, report: dict, out: Path) -> None:
     marked from the same evaluation; another evaluation's are refused)."""
     modes = tuple(report["modes"])
     stems = FaceMaskTextDataset(report["data"], split=report["split"]).stems[: report["n"]]
-    source_record = {"evaluation": str(evaluation.resolve()), "fingerprint": report.get("fingerprint"),
-                     "seed": report["seed"], "n": report["n"], "modes": list(modes)}  # fmt: skip
+    settings = ("model", "fingerprint", "data", "split", "n", "seed", "steps", "text_guidance", "mask_guidance",
+                "sampler", "text_interval", "mask_interval", "images")  # what made the images  # fmt: skip
+    source_record = {"evaluation": str(evaluation.resolve()), "modes": list(modes),
+                     **{k: report.get(k) for k in settings}}  # fmt: skip
     record = out / "marked_from.json"
     if record.exists() and json.loads(record.read_text()) != source_record:
         raise SystemExit(f"{out} holds images marked from another evaluation ({record.read_text().strip()}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -203,6 +204,7 @@ def _sign(path: Path, key, args: argparse.Namespace, action: str) -> None:
         sign_image(path, key, model=_model_identity(args.model), action=action)
 
 
+@functools.lru_cache(maxsize=4)  # hashed once per run, not per saved image
 def _model_identity(folder: str | None) -> str:
     """The model as a published manifest names it: the folder's own name and a hash of its files, never
     the local path."""
@@ -462,17 +464,21 @@ def add_detect_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> None:
-    from .detector import DetectorConfig, save_detector, train_detector, training_record
+    from .detector import DetectorConfig, save_detector, stored_like, train_detector, training_record
     from .metrics.report import load_items
 
     _check_outputs([Path(args.out)], args.overwrite, inputs=[args.data, args.generated])
     generated = _read_images(args.generated, args.n)
     size = generated[0].width
     real = [item.real for item in load_items(args.data, "train", args.n, size)]
+    record = training_record(args.data, "train", generated)  # hashed as given, as eval will read them
+    generated = stored_like(
+        generated, args.data, "train"
+    )  # as the real faces are stored, as eval scores them
     network = train_detector(
         real, generated, DetectorConfig(resolution=size), steps=args.steps, seed=args.seed
     )
-    save_detector(network, args.out, training_record(args.data, "train", generated))
+    save_detector(network, args.out, record)
     print(
         f"{args.out}: a detector trained on {len(real)} real and {len(generated)} generated faces ({args.steps} steps)"
     )

@@ -77,6 +77,8 @@ def sign_image(path: str | os.PathLike, key: SigningKey, model: str, action: str
     """Embed a signed manifest in a saved PNG or JPEG, in place (written to a temporary, then renamed).
 
     action: "c2pa.created" (a generated face) or "c2pa.edited" (an edit: the source kept outside a region)."""
+    if action not in ACTIONS:
+        raise CredentialsError(f"Unknown manifest action {action!r}; use one of {', '.join(ACTIONS)}.")
     c2pa = _c2pa()
     path = Path(path)
     manifest = {

@@ -141,8 +141,6 @@ class Detector:
 
     def tensors(self, images: list[Image.Image]) -> torch.Tensor:
         size, quality = self.config.resolution, self.config.jpeg_quality
-        for image in images:
-            self.check_size(image)
         images = [_jpeg(im, quality) if quality else im.convert("RGB") for im in images]
         arrays = [np.asarray(im.resize((size, size), Image.BICUBIC)) for im in images]
         x = torch.as_tensor(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255  # [B, 3, R, R] in [0, 1]
@@ -258,7 +256,9 @@ def _load_folder(folder: Path) -> Detector:
     from safetensors.torch import load_file
 
     try:
-        config = DetectorConfig(**json.loads((folder / "config.json").read_text()))
+        saved = json.loads((folder / "config.json").read_text())
+        saved.setdefault("jpeg_quality", None)  # saved before the JPEG re-encoding: trained without it
+        config = DetectorConfig(**saved)
         config.layers = tuple(config.layers)
         config.check()
         state = load_file(str(folder / "model.safetensors"))

@@ -237,7 +237,7 @@ def attribute_target(
     mask, or `present`, the attributes a classifier reads the face as having already); the region is where
     the masks differ, plus the named classes where the prompt also changes something without a shape of
     its own or `region` is given (the drawn shapes are kept either way)."""
-    shapes = drawn_shapes(prompt, classes)
+    asked = shapes = drawn_shapes(prompt, classes)
     shown = tuple(name for name in shapes if shows(source, name) or name in present)
     others = [name for name, _ in _stated_changes(prompt, classes) if name not in shapes]
     if shown and len(shown) == len(shapes) and not others and region is None:
@@ -250,7 +250,9 @@ def attribute_target(
     changed = changed_region(source, target)
     repainted = ()
     if region is not None or others or not shapes:
-        long_hair = "hair_length" in shapes and region is None  # grown over these, not repainted whole
+        long_hair = (
+            "hair_length" in asked and region is None
+        )  # grown over these (or there), not repainted whole
         repainted = tuple(c for c in classes if not (long_hair and c in LONG_HAIR))
         changed = changed | class_region(source, repainted)
     if not changed.any():
@@ -429,8 +431,9 @@ def edit(
 ) -> EditResult:
     """Edit a face; see the module's docstring for the operations. `FaceMoGLEPipeline.edit` calls this.
 
-    image: the face (square; resized to the model's resolution). mask: the new mask of a mask edit, or the
-    mask a regeneration is conditioned on (default the source's).
+    image: the face (square; the model works on it at its resolution; the edit and its region come back at
+    the image's own size). mask: the new mask of a mask edit, or the mask a regeneration is conditioned on
+    (default the source's).
     source_mask: the image's label map; None parses the image (`parser`, default the shipped SynthFace
     parser at the compact scale). source_prompt: the source's caption; None at the compact scale is the
     caption of the shipped attribute classifier's reading of the image (`classifier`), so an attribute

@@ -1,5 +1,6 @@
 """Invisible watermarks for generated faces: facemogle's own 32 bits spread over the luminance (128² and up),
-and, from 256² (the full scale's outputs), invisible-watermark's DWT-DCT-SVD mark of the same payload too.
+and, from 256² (the full scale's outputs, and edits of photos that large), invisible-watermark's DWT-DCT-SVD
+mark of the same payload too.
 
 Each bit k has a pattern P_k: Gaussian noise from a fixed seed, band-passed to 0.04–0.22 cycles per pixel
 (the band JPEG at quality 75 and 2× down- and up-scaling keep) on a canonical 128² grid, orthonormalised,
@@ -15,7 +16,7 @@ measured instead (benchmarks/bench_watermark.py). A heavy crop misaligns the gri
 not as a false payload.
 
 The library mark (invisible-watermark, the package diffusers marks SDXL's outputs with) sits in the
-chrominance (YUV's U), ours in the luminance: neither disturbs the other. Its DWT-DCT-SVD method, not the
+chrominance (YUV's U and V), ours in the luminance: neither disturbs the other. Its DWT-DCT-SVD method, not the
 DWT-DCT one SDXL uses, which reads 74% of the bits of smooth SynthFace faces with no attack at all.
 
 The seed is public: this marks images as facemogle's for honest pipelines; anyone can remove or forge it.

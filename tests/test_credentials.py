@@ -91,6 +91,9 @@ def test_bad_keys_and_certificates_get_a_clear_error(credentials, tmp_path):
     with pytest.raises(CredentialsError, match="end-entity certificate of this key"):
         sign_image(path, load_signing_key(credentials / "key.pem", credentials / "other.pem"), model="m")
     assert path.read_bytes() == before  # a failed signing leaves the image as it was
+    with pytest.raises(CredentialsError, match="Unknown manifest action 'c2pa.painted'"):
+        sign_image(path, load_signing_key(credentials / "key.pem", credentials / "chain.pem"), model="m",
+                   action="c2pa.painted")  # fmt: skip
 
 
 def test_generate_signs_and_detect_reports_the_watermark_and_the_credentials(credentials, tmp_path, capsys):

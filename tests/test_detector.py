@@ -157,6 +157,16 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     )
 
 
+def test_a_detector_saved_before_the_jpeg_re_encoding_reads_images_as_they_are(tmp_path):
+    import json
+
+    save_detector(NPRNet(DetectorConfig(layers=(1, 1))), tmp_path / "det")
+    config = json.loads((tmp_path / "det" / "config.json").read_text())
+    del config["jpeg_quality"]
+    (tmp_path / "det" / "config.json").write_text(json.dumps(config))
+    assert load_detector(tmp_path / "det").config.jpeg_quality is None
+
+
 @pytest.mark.parametrize("change", [{"block": "foo"}, {"layers": [2]}, {"resolution": 127}, {"threshold": 2}])
 def test_a_detector_folder_with_a_bad_config_gets_a_clear_error(tmp_path, change):
     import json

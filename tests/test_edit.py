@@ -202,6 +202,12 @@ def test_attribute_regions_with_and_without_drawn_shapes():
     prompt = "add sunglasses and red lipstick"
     target, changed, shapes, repainted = attribute_target(with_glasses, prompt, attribute_classes(prompt))
     assert shapes == () and (target == with_glasses).all() and changed.any()
+    # long hair already there (the classifier says so) and a colour: the hair repainted, not the background
+    long_haired = make_pair(0, "hair_length", size=SIDE).target_labels
+    prompt = "make the hair long and blond"
+    target, changed, shapes, repainted = attribute_target(long_haired, prompt, attribute_classes(prompt),
+                                                          present=("hair_length",))  # fmt: skip
+    assert shapes == () and repainted == ("hair",) and not changed[long_haired == ids["background"]].any()
     # every keyword of a shape's classes draws it
     shape_keys = [
         keys for keys, region in ATTRIBUTE_REGIONS.items() if region[0] in ("eyeglasses", "hat", "mouth")

@@ -43,6 +43,7 @@ def test_the_payload_survives_jpeg_and_resizing_and_is_invisible(faces):
 
 
 def test_full_scale_outputs_also_carry_the_library_mark_and_neither_disturbs_the_other(faces):
+    pytest.importorskip("imwatermark", reason="invisible-watermark: pip install 'facemogle[provenance]'")
     assert read_library(mark(faces[0])) is None  # 128²: below invisible-watermark's 256²
     for face in faces[:4]:
         large = face.resize((512, 512), Image.BICUBIC)
