@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from facemogle.cli import main as facemogle
 from facemogle.flow import MASK_GUIDANCE, TEXT_GUIDANCE, guidance_branches, inside, time_grid, time_shift
-from facemogle.metrics.compare import compare
+from facemogle.metrics.compare import compare, difference_cell
 
 MODES = {"mask": (False, True), "text": (True, False), "both": (True, True)}  # (has text, has mask)
 FULL = (0.0, 1.0)
@@ -144,8 +144,7 @@ def summarise(settings: list[Setting], rows: list[dict], tokens: int) -> tuple[s
 def _frechet(row: dict) -> str:
     if "frechet_difference" not in row:
         return f"{row['frechet']:.1f}"
-    low, high = row["frechet_difference_interval"]
-    return f"{row['frechet']:.1f} ({row['frechet_difference']:+.1f} [{low:+.1f}, {high:+.1f}])"
+    return f"{row['frechet']:.1f} ({difference_cell(row, 'frechet', 1)})"
 
 
 def plot(points: list, size: tuple[int, int] = (720, 400)) -> Image.Image:

@@ -143,9 +143,9 @@ def compare_markdown(rows: list[dict]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row['eval']} | {row['mode']} | {_value(row, 'miou')} | {_difference(row, 'miou')} | "
-            f"{_value(row, 'accuracy')} | {_difference(row, 'accuracy')} | {row['frechet']:.1f} | "
-            f"{_difference(row, 'frechet', 1)} |"
+            f"| {row['eval']} | {row['mode']} | {_value(row, 'miou')} | {difference_cell(row, 'miou')} | "
+            f"{_value(row, 'accuracy')} | {difference_cell(row, 'accuracy')} | {row['frechet']:.1f} | "
+            f"{difference_cell(row, 'frechet', 1)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -154,7 +154,8 @@ def _value(row: dict, name: str) -> str:
     return f"{row[name]:.3f}" if name in row else "–"
 
 
-def _difference(row: dict, name: str, digits: int = 3) -> str:
+def difference_cell(row: dict, name: str, digits: int = 3) -> str:
+    """A row's difference from the first evaluation with its paired interval, or – without one."""
     if f"{name}_difference" not in row:
         return "–"
     low, high = row[f"{name}_difference_interval"]
