@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -353,3 +354,78 @@ def test_a_resumed_run_logs_each_step_once(data, tmp_path):
         steps = [int(row["step"]) for row in csv.DictReader(f)]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not partial.exists()
+
+
+def test_a_run_continued_from_its_export_takes_up_its_data_order(data, tmp_path, monkeypatch):
+    """--init-from + --start-step: the weights (and EMA) start as the exported ones and the run continues the
+    data order where the first stage stopped. With lr 0 nothing moves, so the result is the export itself
+    (up to the EMA's rounding: d·w + (1 − d)·w)."""
+    import facemogle.train.loop as loop
+
+    seen = []
+
+    def spy(items, device):
+        seen.append([item["stem"] for item in items])
+        return collate(items, device)
+
+    collate = loop._collate
+    monkeypatch.setattr(loop, "_collate", spy)
+    first = config(data, tmp_path / "a", steps=6)
+    train(first, stop_at=3)
+    assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 0
+    train(first, resume=True)  # the first stage's own batches 3–5
+    still = config(data, tmp_path / "b", steps=6, lr=0.0, init_from=str(tmp_path / "m"), start_step=3)
+    train(still)
+    assert len(seen) == 9 and seen[6:] == seen[3:6]
+    exported, final = load_file(tmp_path / "m" / "model.safetensors"), weights(tmp_path / "b")
+    assert all(torch.allclose(exported[k], final[k], rtol=1e-5, atol=1e-7) for k in exported)
+    logged = (tmp_path / "b" / "log.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in logged] == [4, 5, 6]
+    moved = train(config(data, tmp_path / "c", steps=6, init_from=str(tmp_path / "m"), start_step=3))
+    assert not all(torch.equal(exported[k], weights(moved)[k]) for k in exported)
+
+
+def test_init_from_refuses_another_model(data, tmp_path, capsys):
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    FaceMoGLEPipeline.init("tiny", resolution=32, patch_size=8).save_pretrained(tmp_path / "other")
+    with pytest.raises(RunFolderError, match="patch_size: 8 \\(the run's: 4\\)"):
+        train(config(data, tmp_path / "r", init_from=str(tmp_path / "other")))
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--size", "tiny", "--resolution", "32",
+                 "--init-from", str(tmp_path / "missing"), "--sample-every", "0"])  # fmt: skip
+    assert code == 2 and "is not a model folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="pass --init-from"):
+        config(data, tmp_path / "r3", start_step=2)
+    with pytest.raises(ValueError, match="below --steps"):
+        config(data, tmp_path / "r3", init_from=str(tmp_path / "other"), start_step=6)
+
+
+def test_init_from_at_the_v2_configuration(tmp_path):
+    """The shipped v2 config (128², 8-px patches, pixel head, bf16 export): its export loads into its run."""
+    from facemogle.pipeline import FaceMoGLEPipeline
+    from facemogle.train.build import build_model
+    from facemogle.train.checkpoints import load_initial_weights
+
+    real = TrainConfig.load("configs/default128.yaml")
+    model, text_encoder = build_model(real, "cpu")
+    FaceMoGLEPipeline(model, text_encoder).save_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    fresh, _ = build_model(dataclasses.replace(real, seed=1, init_from=str(tmp_path / "m")), "cpu")
+    key = "pixel_head.inner.weight"
+    assert not torch.equal(fresh.state_dict()[key], model.state_dict()[key])
+    load_initial_weights(fresh, dataclasses.replace(real, init_from=str(tmp_path / "m")))
+    expected = {k: v.bfloat16().float() for k, v in model.state_dict().items()}
+    assert all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(time_shift=0.0), "--time-shift must be positive"),
+        (dict(pixel_head=-32), "--pixel-head is a number of channels"),
+        (dict(backend="flux", pixel_head=32, prediction="x"), "--prediction, --pixel-head apply to"),
+        (dict(backend="flux", init_from="m"), "--init-from apply to the compact"),
+    ],
+)
+def test_options_that_cannot_apply_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**options)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write, read_json, remove_partial_writes, write_json
-from ..pipeline import FaceMoGLEPipeline
+from ..pipeline import CONFIG_FILE, FORMAT, WEIGHTS_FILE, FaceMoGLEPipeline, load_weights, read_config
 from .build import build_model, trainable_state
 from .config import RunFolderError, TrainConfig
 
@@ -215,3 +215,24 @@ def export_model(
     _load_trainable(model, state["ema"] if ema else state["model"], path)
     FaceMoGLEPipeline(model, text_encoder).save_pretrained(out, dtype=dtype)
     return int(state["step"])
+
+
+def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Start the run from the model folder config.init_from (an export of an earlier stage, or any compact
+    model of the run's architecture) instead of random weights; a folder of another model is refused."""
+    folder = Path(config.init_from)
+    if not (folder / CONFIG_FILE).is_file():
+        raise RunFolderError(f"--init-from {folder} is not a model folder (no {CONFIG_FILE}); pass a folder "
+                             "that `facemogle export` wrote.")  # fmt: skip
+    saved = read_config(folder)
+    if saved.pop("format") != FORMAT:
+        raise RunFolderError(f"--init-from {folder} holds a full-scale model; pass a compact model folder.")
+    ours = model.config.to_dict()
+    differ = [f"{key}: {saved.get(key)!r} (the run's: {ours[key]!r})"
+              for key in ours if key != "sampling" and saved.get(key) != ours[key]]  # fmt: skip
+    if differ:
+        raise RunFolderError(
+            f"--init-from {folder} is another model than this run's ({'; '.join(differ)}); pass the config "
+            "options it was trained with."
+        )
+    load_weights(model, folder / WEIGHTS_FILE)

@@ -60,12 +60,36 @@ class TrainConfig:
     log_every: int = 10
     keep_checkpoints: int = 2  # at least 1: the latest is what --resume and export read
     cache_in_memory: bool = True  # keep decoded faces and masks in memory (compact backend only)
+    # compact: start from a model folder's weights (and as its EMA) instead of random ones, at step
+    # start_step of the data order, noise draws and EMA decay: a run continued in stages from exported
+    # weights when its checkpoints cannot be kept (the optimizer's moments start afresh, with --warmup)
+    init_from: str | None = None
+    start_step: int = 0
 
     def __post_init__(self):
         if self.keep_checkpoints < 1:
             raise ValueError(
                 "--keep-checkpoints must be at least 1 (--resume and export read the latest checkpoint), "
                 f"got {self.keep_checkpoints}."
+            )
+        if self.time_shift <= 0:
+            raise ValueError(f"--time-shift must be positive (1: times unwarped), got {self.time_shift}.")
+        if self.pixel_head < 0:
+            raise ValueError(f"--pixel-head is a number of channels (0: no head), got {self.pixel_head}.")
+        compact_only = [f"--{name.replace('_', '-')}" for name in ("patch_size", "prediction", "pixel_head", "init_from")
+                        if getattr(self, name)]  # fmt: skip
+        if self.backend == "flux" and compact_only:
+            raise ValueError(
+                f"{', '.join(compact_only)} apply to the compact backend; FLUX keeps its own patches and "
+                "prediction and starts from its own weights: leave them out with --backend flux."
+            )
+        if self.start_step and not self.init_from:
+            raise ValueError(
+                "--start-step continues a run from exported weights; pass --init-from MODEL_FOLDER with it."
+            )
+        if not 0 <= self.start_step < self.steps:
+            raise ValueError(
+                f"--start-step must be at least 0 and below --steps ({self.steps}), got {self.start_step}."
             )
 
     @classmethod

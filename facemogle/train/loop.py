@@ -30,7 +30,14 @@ from ..model import Denoiser, StepRandomness
 from ..pipeline import FaceMoGLEPipeline
 from ..precision import resolve_mixed_precision
 from .build import build_model, build_optimizer, ema_weights, trainable_state, update_ema
-from .checkpoints import DONE, FINAL_MODEL, load_checkpoint, prepare_run_folder_on_main, save_checkpoint
+from .checkpoints import (
+    DONE,
+    FINAL_MODEL,
+    load_checkpoint,
+    load_initial_weights,
+    prepare_run_folder_on_main,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .logs import CsvLog, loss_curve, progress_bar, sample_grid
 
@@ -64,6 +71,8 @@ def train(
     prepare_run_folder_on_main(accelerator, out, config, resume, overwrite)
     dataset = _open_dataset(config)
     model, text_encoder = build_model(config, accelerator.device)
+    if config.init_from and not resume:
+        load_initial_weights(model, config)
     null_text = text_encoder.encode([""]).to(accelerator.device)
     cache = _condition_cache(config, model, dataset, accelerator)
     text_cache = _text_cache(config, text_encoder, dataset, accelerator)
@@ -75,7 +84,7 @@ def train(
     )
     objective, optimizer = accelerator.prepare(objective, optimizer)
     ema = {k: v.detach().clone().float() for k, v in trainable_state(model).items()}
-    step = 0
+    step = config.start_step
     if resume:
         step = load_checkpoint(out, model, optimizer, scheduler, ema, accelerator.num_processes)
     order = DataOrder(len(dataset), config.seed)
