@@ -53,6 +53,7 @@ def test_eval_cli_end_to_end_and_resumable(data, evaluators, tmp_path, capsys):
     low, high = report["modes"]["both"]["mask"]["miou_interval"]
     assert low <= report["modes"]["both"]["mask"]["miou"] <= high
     assert f"[{low:.3f}, {high:.3f}]" in (tmp_path / "ev" / "report.md").read_text()
+    assert "2 Euler steps, text guidance 4, mask guidance 1.5," in (tmp_path / "ev" / "report.md").read_text()
     grid = report["modes"]["mask"]["patch_grid"]  # on the model's 32² images: patch sizes 2–16
     assert set(grid["by_patch"]) == {str(p) for p in range(2, 17)} and grid["worst"] == max(
         grid["by_patch"].values()
@@ -191,3 +192,12 @@ def test_processes_launched_without_a_gpu_each_see_their_rank(tmp_path):
     result = torchrun(str(script), str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name: p.read_text() for p in tmp_path.glob("*.txt")} == {"0.txt": "2", "1.txt": "2"}
+
+
+def test_the_report_states_the_sampler_and_guidance_intervals():
+    from facemogle.metrics.report import _sampling
+
+    report = {"images": None, "steps": 12, "sampler": "heun", "text_guidance": 4.0, "mask_guidance": 1.5,
+              "text_interval": [0.0, 0.8], "mask_interval": [0.0, 1.0]}  # fmt: skip
+    assert _sampling(report) == "12 Heun steps, text guidance 4 (t in [0, 0.8]), mask guidance 1.5"
+    assert _sampling({**report, "images": "elsewhere", "steps": None}) == "images made elsewhere"

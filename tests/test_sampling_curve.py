@@ -17,14 +17,14 @@ def load():
 
 def test_costs_count_every_guidance_branch_of_every_evaluation():
     curve = load()
-    euler = curve.Setting("euler", 10)
-    assert [euler.rows(mode, 256) for mode in ("mask", "text", "both")] == [20, 20, 30]
+    euler, model = curve.Setting("euler", 10), curve.Model()
+    assert [euler.rows(mode, model) for mode in ("mask", "text", "both")] == [20, 20, 30]
     heun = curve.Setting("heun", 10)  # 19 evaluations: no corrector on the last step
-    assert heun.rows("both", 256) == 57
+    assert heun.rows("both", model) == 57
     early = curve.Setting("euler", 10, (0.0, 0.8), (0.0, 0.8))  # no guidance while t > 0.8
     grid = curve.time_grid(10, curve.time_shift(256))[:-1]
     high = int((grid > 0.8).sum())
-    assert 0 < high < 10 and early.rows("both", 256) == 30 - 2 * high
+    assert 0 < high < 10 and early.rows("both", model) == 30 - 2 * high
     assert early.name == "euler10_t0-0.8_m0-0.8" and curve.REFERENCE.name == "euler50"
 
 
@@ -46,22 +46,39 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
         return out
 
     table, points, choice = curve.summarise(
-        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), 256
+        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), curve.Model()
     )
     assert choice == "euler8" and "| euler4 |" in table and table.count("| no |") == 1
     assert curve.plot(points).size == (720, 400)
     # realism counts: a Fréchet worse than the reference beyond its interval rules a setting out
     blurry = rows("e8", -0.01, 0.01)
     blurry[0].update(frechet_difference=5.0, frechet_difference_interval=[2.0, 8.0])
-    _, _, choice = curve.summarise(settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + blurry, 256)
+    _, _, choice = curve.summarise(
+        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + blurry, curve.Model()
+    )
     assert choice == "euler50"
 
 
 def test_the_cost_weighs_rows_without_the_mask_by_their_shorter_sequence():
     curve = load()
+    euler, model = curve.Setting("euler", 10), curve.Model()
+    assert euler.cost("mask", model) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))  # full + no-condition
+    # no mask: no condition tokens
+    assert euler.cost("text", model) == pytest.approx(20 * (48 + 256) / (48 + 512))
+    assert euler.cost("both", model) == pytest.approx(20 + 10 * (48 + 256) / (48 + 512))
+
+
+def test_the_cost_follows_the_models_own_tokens_and_guidance(tmp_path):
+    """Read from the model folder: a model without mask guidance (scale 1) runs no unguided-mask branch."""
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.init("tiny", resolution=64, patch_size=8)
+    pipe.config.sampling.mask_guidance = 1.0
+    pipe.save_pretrained(tmp_path / "m")
+    curve = load()
+    model = curve.Model.read(tmp_path / "m")
+    assert (model.tokens, model.mask_guidance) == (64, 1.0)
     euler = curve.Setting("euler", 10)
-    assert euler.cost("mask", 256) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))  # full + no-condition
-    assert euler.cost("text", 256) == pytest.approx(
-        20 * (48 + 256) / (48 + 512)
-    )  # no mask: no condition tokens
-    assert euler.cost("both", 256) == pytest.approx(20 + 10 * (48 + 256) / (48 + 512))
+    assert [euler.rows(mode, model) for mode in ("mask", "text", "both")] == [10, 20, 20]
+    shipped = curve.Model.read(None)
+    assert shipped.tokens == 256 and shipped.text_tokens == 48

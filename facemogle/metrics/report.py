@@ -391,7 +391,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Evaluation: {report['model'] or report['images']}",
         "",
-        f"Data: {report['data']} ({report['split']} split), N = {report['n']} per mode, {report['steps']} sampling steps, "
+        f"Data: {report['data']} ({report['split']} split), N = {report['n']} per mode, {_sampling(report)}, "
         f"seed {report['seed']}. Evaluators: the SynthFace parser and attribute classifier.",
         "",
         "| mode | mask mIoU ↑ | pixel acc ↑ | attribute acc ↑ | Fréchet (classifier features) ↓ | KID ↓ | patch grid ↓ |",
@@ -459,6 +459,19 @@ def _grid_cell(grid: dict | None) -> str:
 
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _sampling(report: dict) -> str:
+    """e.g. "12 Euler steps, text guidance 4 (t in [0, 0.8]), mask guidance 1.5"."""
+    if report["images"]:
+        return "images made elsewhere"
+
+    def term(name: str) -> str:
+        low, high = report[f"{name}_interval"]
+        within = "" if (low, high) == (0.0, 1.0) else f" (t in [{low:g}, {high:g}])"
+        return f"{name} guidance {report[f'{name}_guidance']:g}{within}"
+
+    return f"{report['steps']} {report['sampler'].capitalize()} steps, {term('text')}, {term('mask')}"
 
 
 def _with_interval(scores: dict | None, key: str) -> str:
