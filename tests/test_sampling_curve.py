@@ -62,7 +62,8 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
 def test_the_cost_weighs_rows_without_the_mask_by_their_shorter_sequence():
     curve = load()
     euler, model = curve.Setting("euler", 10), curve.Model()
-    assert euler.cost("mask", model) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))  # full + no-condition
+    # with the mask: the guided row full, the unguided one without condition tokens
+    assert euler.cost("mask", model) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))
     # no mask: no condition tokens
     assert euler.cost("text", model) == pytest.approx(20 * (48 + 256) / (48 + 512))
     assert euler.cost("both", model) == pytest.approx(20 + 10 * (48 + 256) / (48 + 512))
