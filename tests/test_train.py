@@ -374,6 +374,9 @@ def test_a_run_continued_from_its_export_takes_up_its_data_order(data, tmp_path,
     train(first, stop_at=3)
     assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 0
     train(first, resume=True)  # the first stage's own batches 3–5
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["step"] == 3
+    with pytest.raises(RunFolderError, match="exported at step 3; pass --start-step 3"):
+        train(config(data, tmp_path / "wrong", steps=6, init_from=str(tmp_path / "m"), start_step=2))
     still = config(data, tmp_path / "b", steps=6, lr=0.0, init_from=str(tmp_path / "m"), start_step=3)
     train(still)
     assert len(seen) == 9 and seen[6:] == seen[3:6]

@@ -23,6 +23,7 @@ from .config import RunFolderError, TrainConfig
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model"
 DONE = "DONE"
+TRAINING_FILE = "training.json"  # in an exported model folder: the step it was exported at, and how
 # what --resume may change: the run's length (--steps extends it) and when it logs, saves and samples;
 # any other option would silently change the run (its data, schedule, precision or random draws)
 RESUME_CHANGEABLE = ("out", "steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
@@ -214,7 +215,10 @@ def export_model(
     model, text_encoder = build_model(config, "cpu")
     _load_trainable(model, state["ema"] if ema else state["model"], path)
     FaceMoGLEPipeline(model, text_encoder).save_pretrained(out, dtype=dtype)
-    return int(state["step"])
+    step = int(state["step"])
+    write_json(Path(out) / TRAINING_FILE, {"step": step, "weights": "ema" if ema else "raw",
+                                          "train_config": dataclasses.asdict(config)})  # fmt: skip
+    return step
 
 
 def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
@@ -234,5 +238,11 @@ def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
         raise RunFolderError(
             f"--init-from {folder} is another model than this run's ({'; '.join(differ)}); pass the config "
             "options it was trained with."
+        )
+    exported = read_json(folder / TRAINING_FILE).get("step") if (folder / TRAINING_FILE).is_file() else None
+    if config.start_step and exported is not None and config.start_step != exported:
+        raise RunFolderError(
+            f"--init-from {folder} was exported at step {exported}; pass --start-step {exported} to take up its "
+            "run there (or 0 to start a new data order from its weights)."
         )
     load_weights(model, folder / WEIGHTS_FILE)
