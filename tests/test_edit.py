@@ -239,6 +239,26 @@ def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
     assert np.abs(edited - source)[result.region == 1].mean() > 2  # the lips were repainted
 
 
+def test_inversion_keeps_the_known_tokens_on_the_inverted_latents_path(shipped, monkeypatch):
+    """The known tokens follow the line from z0 through the inverted start (not fresh noise, which would
+    put them off the path the edited tokens start on)."""
+    import facemogle.edit as edit_module
+
+    calls = []
+
+    def spy(velocity, z0, noise, grid, weights, sampler="euler", x=None):
+        calls.append((z0, noise, grid[0], x))
+        return blend(velocity, z0, noise, grid, weights, sampler, x)
+
+    blend = edit_module.blended_sample
+    monkeypatch.setattr(edit_module, "blended_sample", spy)
+    pair = make_pair(1, "lipstick", size=SIDE)
+    shipped.edit(pair.source, prompt="add red lipstick", operation="attribute", method="inversion",
+                 source_mask=pair.source_labels, num_inference_steps=4)  # fmt: skip
+    ((z0, noise, start, x),) = calls
+    assert x is not None and torch.allclose((1 - start) * z0 + start * noise, x, atol=1e-5)
+
+
 def test_editing_runs_without_autograd_and_makes_several_images(shipped, glasses_pair):
     grad = []
     hook = shipped.model.transformer.register_forward_pre_hook(
