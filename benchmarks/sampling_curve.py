@@ -23,14 +23,14 @@ from PIL import Image, ImageDraw
 from facemogle.cli import main as facemogle
 from facemogle.flow import MASK_GUIDANCE, TEXT_GUIDANCE, guidance_branches, inside, time_grid, time_shift
 from facemogle.metrics.compare import compare, difference_cell
-from facemogle.pipeline import default_model_folder, read_config
+from facemogle.pipeline import FORMAT, default_model_folder, read_config
 
 MODES = {"mask": (False, True), "text": (True, False), "both": (True, True)}  # (has text, has mask)
 FULL = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
-class Model:
+class CostInputs:
     """What the cost depends on: the sequence (image and text tokens) and the guidance scales the evaluations
     use (the model's sampling defaults: a scale of 1 runs no branch for its term)."""
 
@@ -40,8 +40,14 @@ class Model:
     mask_guidance: float = MASK_GUIDANCE
 
     @classmethod
-    def read(cls, folder: str | Path | None) -> Model:
-        config = read_config(Path(folder) if folder else default_model_folder())
+    def read(cls, folder: str | Path | None) -> CostInputs:
+        """From a compact model folder's config.json (None: the shipped default)."""
+        folder = Path(folder) if folder else default_model_folder()
+        config = read_config(folder)
+        if config["format"] != FORMAT:
+            raise SystemExit(
+                f"{folder} is a full-scale model; the curve's cost is counted for compact models."
+            )
         sampling = config.get("sampling", {})
         return cls(
             (config["resolution"] // config["patch_size"]) ** 2, config["max_text_tokens"],
@@ -67,28 +73,30 @@ class Setting:
         return ["--sampler", self.sampler, "--steps", str(self.steps),
                 "--text-interval", *map(str, self.text_interval), "--mask-interval", *map(str, self.mask_interval)]  # fmt: skip
 
-    def branches(self, mode: str, model: Model) -> list[tuple[bool, bool]]:
+    def branches(self, mode: str, inputs: CostInputs) -> list[tuple[bool, bool]]:
         """The (text, mask) transformer rows per image in a mode: each velocity evaluation's branches."""
         has_text, has_mask = MODES[mode]
-        grid = time_grid(self.steps, time_shift(model.tokens)).tolist()
+        grid = time_grid(self.steps, time_shift(inputs.tokens)).tolist()
         times = list(grid[:-1])
         if self.sampler == "heun":
             times += [t for t in grid[1:] if t > 0]  # the corrector's evaluations
         out = []
         for t in times:
-            text_scale = model.text_guidance if inside(t, self.text_interval) else 1.0
-            mask_scale = model.mask_guidance if inside(t, self.mask_interval) else 1.0
+            text_scale = inputs.text_guidance if inside(t, self.text_interval) else 1.0
+            mask_scale = inputs.mask_guidance if inside(t, self.mask_interval) else 1.0
             out += guidance_branches(has_text, has_mask, text_scale, mask_scale)
         return out
 
-    def rows(self, mode: str, model: Model) -> int:
-        return len(self.branches(mode, model))
+    def rows(self, mode: str, inputs: CostInputs) -> int:
+        return len(self.branches(mode, inputs))
 
-    def cost(self, mode: str, model: Model) -> float:
+    def cost(self, mode: str, inputs: CostInputs) -> float:
         """Rows per image weighted by sequence length, in rows with the mask: a row without it has no
         condition tokens (text + image tokens, against text + image + as many condition tokens)."""
-        text, image = model.text_tokens, model.tokens
-        return sum((text + image * (1 + mask)) / (text + 2 * image) for _, mask in self.branches(mode, model))
+        text, image = inputs.text_tokens, inputs.tokens
+        return sum(
+            (text + image * (1 + mask)) / (text + 2 * image) for _, mask in self.branches(mode, inputs)
+        )
 
 
 REFERENCE = Setting("euler", 50)
@@ -110,7 +118,10 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/sampling_curve")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    runs = Path(args.runs)
+    runs, inputs = (
+        Path(args.runs),
+        CostInputs.read(args.model),
+    )  # a folder it cannot count fails here, not in 3 h
     folders = []
     for setting in SETTINGS:
         out = runs / setting.name
@@ -119,13 +130,13 @@ def main() -> None:
         if code:
             raise SystemExit(f"eval of {setting.name} failed with exit code {code}")
         folders.append(str(out))
-    table, points, choice = summarise(SETTINGS, compare(folders), Model.read(args.model))
+    table, points, choice = summarise(SETTINGS, compare(folders), inputs)
     (runs / "curve.md").write_text(table + f"\nChosen default: {choice}\n")
     plot(points).save(runs / "curve.png")
     print(table + f"\nChosen default: {choice}")
 
 
-def summarise(settings: list[Setting], rows: list[dict], model: Model) -> tuple[str, list, str]:
+def summarise(settings: list[Setting], rows: list[dict], inputs: CostInputs) -> tuple[str, list, str]:
     """The markdown table (one line per setting), the plot's points and the cheapest setting not worse than
     the reference beyond a paired interval."""
     by_eval: dict[str, dict[str, dict]] = {}
@@ -147,8 +158,8 @@ def summarise(settings: list[Setting], rows: list[dict], model: Model) -> tuple[
             )
         for mode in MODES:  # realism counts too: a Fréchet above the reference's beyond its interval
             worse |= modes[mode].get("frechet_difference_interval", (0.0, 0.0))[0] > 0
-        rows_per_image = " / ".join(str(setting.rows(mode, model)) for mode in MODES)
-        cost = sum(setting.cost(mode, model) for mode in MODES)
+        rows_per_image = " / ".join(str(setting.rows(mode, inputs)) for mode in MODES)
+        cost = sum(setting.cost(mode, inputs) for mode in MODES)
         frechet = " / ".join(_frechet(modes[m]) for m in MODES)
         lines.append(f"| {setting.name} | {rows_per_image} | {cost:.1f} | {' | '.join(cells)} | {frechet} | "
                      f"{'no' if worse else 'yes'} |")  # fmt: skip

@@ -98,7 +98,7 @@ class FaceMoGLEPipeline:
             return cls._from_flux_folder(folder, data, dtype, device, quantization)
         if quantization:
             raise ValueError("Quantization applies to the full scale; the compact model is small as it is.")
-        config = _compact_config(data, folder / CONFIG_FILE)
+        config = compact_config(data, folder / CONFIG_FILE)
         model = FaceMoGLEModel(config)
         load_weights(model, folder / WEIGHTS_FILE)
         return cls(model.to(device))
@@ -510,7 +510,7 @@ def read_config(folder: Path) -> dict:
     return data
 
 
-def _compact_config(data: dict, path: Path) -> FaceMoGLEConfig:
+def compact_config(data: dict, path: Path) -> FaceMoGLEConfig:
     try:
         return FaceMoGLEConfig.from_dict(data)
     except (TypeError, ValueError) as error:

@@ -17,7 +17,7 @@ def load():
 
 def test_costs_count_every_guidance_branch_of_every_evaluation():
     curve = load()
-    euler, model = curve.Setting("euler", 10), curve.Model()
+    euler, model = curve.Setting("euler", 10), curve.CostInputs()
     assert [euler.rows(mode, model) for mode in ("mask", "text", "both")] == [20, 20, 30]
     heun = curve.Setting("heun", 10)  # 19 evaluations: no corrector on the last step
     assert heun.rows("both", model) == 57
@@ -46,7 +46,7 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
         return out
 
     table, points, choice = curve.summarise(
-        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), curve.Model()
+        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), curve.CostInputs()
     )
     assert choice == "euler8" and "| euler4 |" in table and table.count("| no |") == 1
     assert curve.plot(points).size == (720, 400)
@@ -54,14 +54,14 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
     blurry = rows("e8", -0.01, 0.01)
     blurry[0].update(frechet_difference=5.0, frechet_difference_interval=[2.0, 8.0])
     _, _, choice = curve.summarise(
-        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + blurry, curve.Model()
+        settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + blurry, curve.CostInputs()
     )
     assert choice == "euler50"
 
 
 def test_the_cost_weighs_rows_without_the_mask_by_their_shorter_sequence():
     curve = load()
-    euler, model = curve.Setting("euler", 10), curve.Model()
+    euler, model = curve.Setting("euler", 10), curve.CostInputs()
     # with the mask: the guided row full, the unguided one without condition tokens
     assert euler.cost("mask", model) == pytest.approx(10 + 10 * (48 + 256) / (48 + 512))
     # no mask: no condition tokens
@@ -77,9 +77,13 @@ def test_the_cost_follows_the_models_own_tokens_and_guidance(tmp_path):
     pipe.config.sampling.mask_guidance = 1.0
     pipe.save_pretrained(tmp_path / "m")
     curve = load()
-    model = curve.Model.read(tmp_path / "m")
+    model = curve.CostInputs.read(tmp_path / "m")
     assert (model.tokens, model.mask_guidance) == (64, 1.0)
     euler = curve.Setting("euler", 10)
     assert [euler.rows(mode, model) for mode in ("mask", "text", "both")] == [10, 20, 20]
-    shipped = curve.Model.read(None)
+    shipped = curve.CostInputs.read(None)
     assert shipped.tokens == 256 and shipped.text_tokens == 48
+    (tmp_path / "flux").mkdir()
+    (tmp_path / "flux" / "config.json").write_text('{"format": "facemogle-flux"}')
+    with pytest.raises(SystemExit, match="full-scale model"):
+        curve.CostInputs.read(tmp_path / "flux")

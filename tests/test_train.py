@@ -358,64 +358,105 @@ def test_a_resumed_run_logs_each_step_once(data, tmp_path):
 
 def test_a_run_continued_from_its_export_takes_up_its_data_order(data, tmp_path, monkeypatch):
     """--init-from + --start-step: the weights (and EMA) start as the exported ones and the run continues the
-    data order where the first stage stopped. With lr 0 nothing moves, so the result is the export itself
-    (up to the EMA's rounding: d·w + (1 − d)·w)."""
+    data order and the EMA decay where the first stage stopped. With lr 0 nothing moves, so the result is the
+    export itself (up to the EMA's rounding: d·w + (1 − d)·w)."""
     import facemogle.train.loop as loop
 
-    seen = []
+    seen, ema_steps = [], []
 
     def spy(items, device):
         seen.append([item["stem"] for item in items])
         return collate(items, device)
 
-    collate = loop._collate
+    def ema_spy(ema, model, decay, step):
+        ema_steps.append(step)
+        update(ema, model, decay, step)
+
+    collate, update = loop._collate, loop.update_ema
     monkeypatch.setattr(loop, "_collate", spy)
+    monkeypatch.setattr(loop, "update_ema", ema_spy)
     first = config(data, tmp_path / "a", steps=6)
     train(first, stop_at=3)
     assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 0
     train(first, resume=True)  # the first stage's own batches 3–5
     assert json.loads((tmp_path / "m" / "training.json").read_text())["step"] == 3
-    with pytest.raises(RunFolderError, match="exported at step 3; pass --start-step 3"):
-        train(config(data, tmp_path / "wrong", steps=6, init_from=str(tmp_path / "m"), start_step=2))
     still = config(data, tmp_path / "b", steps=6, lr=0.0, init_from=str(tmp_path / "m"), start_step=3)
     train(still)
     assert len(seen) == 9 and seen[6:] == seen[3:6]
+    assert ema_steps == [1, 2, 3, 4, 5, 6, 4, 5, 6]
     exported, final = load_file(tmp_path / "m" / "model.safetensors"), weights(tmp_path / "b")
     assert all(torch.allclose(exported[k], final[k], rtol=1e-5, atol=1e-7) for k in exported)
     logged = (tmp_path / "b" / "log.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in logged] == [4, 5, 6]
-    moved = train(config(data, tmp_path / "c", steps=6, init_from=str(tmp_path / "m"), start_step=3))
-    assert not all(torch.equal(exported[k], weights(moved)[k]) for k in exported)
+    assert json.loads((tmp_path / "b" / "model" / "training.json").read_text())["step"] == 6
 
 
-def test_init_from_refuses_another_model(data, tmp_path, capsys):
+def test_a_stage_resumes_bit_for_bit_without_its_init_folder(data, tmp_path):
+    """--resume of a stage continues from its checkpoint: the --init-from folder is not read again."""
+    train(config(data, tmp_path / "a", steps=6), stop_at=3)
+    assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 0
+    straight = train(config(data, tmp_path / "b", steps=6, init_from=str(tmp_path / "m"), start_step=3))
+    stage = config(data, tmp_path / "c", steps=6, init_from=str(tmp_path / "m"), start_step=3)
+    train(stage, stop_at=4)
+    (tmp_path / "m").rename(tmp_path / "gone")
+    train(stage, resume=True)
+    a, b = weights(straight), weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_refuses_what_does_not_fit_before_touching_the_run_folder(data, tmp_path, capsys):
     from facemogle.pipeline import FaceMoGLEPipeline
 
     FaceMoGLEPipeline.init("tiny", resolution=32, patch_size=8).save_pretrained(tmp_path / "other")
     with pytest.raises(RunFolderError, match="patch_size: 8 \\(the run's: 4\\)"):
         train(config(data, tmp_path / "r", init_from=str(tmp_path / "other")))
-    code = main(["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--size", "tiny", "--resolution", "32",
-                 "--init-from", str(tmp_path / "missing"), "--sample-every", "0"])  # fmt: skip
+    train(config(data, tmp_path / "a", steps=6), stop_at=3)
+    assert main(["export", str(tmp_path / "a"), "--out", str(tmp_path / "m")]) == 0
+    kept = train(config(data, tmp_path / "kept", steps=2))
+    code = main(["train", "--data", str(data), "--out", str(kept), "--size", "tiny", "--resolution", "32",
+                 "--init-from", str(tmp_path / "missing"), "--sample-every", "0", "--overwrite"])  # fmt: skip
     assert code == 2 and "is not a model folder" in capsys.readouterr().err
+    assert (kept / "DONE").exists()  # --overwrite deleted nothing
+    stage = dict(steps=6, init_from=str(tmp_path / "m"))
+    with pytest.raises(RunFolderError, match="exported at step 3; pass --start-step 3"):
+        train(config(data, tmp_path / "r2", start_step=2, **stage))
+    with pytest.raises(
+        RunFolderError, match="--seed 1 \\(its run's: 0\\), --batch-size 2 \\(its run's: 4\\)"
+    ):
+        train(config(data, tmp_path / "r2", start_step=3, batch_size=2, seed=1, **stage))
+    record = json.loads((tmp_path / "m" / "training.json").read_text())
+    (tmp_path / "m" / "training.json").write_text(json.dumps({**record, "processes": 2}))
+    with pytest.raises(RunFolderError, match="--processes 1 \\(its run's: 2\\)"):
+        train(config(data, tmp_path / "r2", start_step=3, **stage))
+    (tmp_path / "m" / "training.json").write_text("{not json")
+    with pytest.raises(RunFolderError, match="training.json cannot be read"):
+        train(config(data, tmp_path / "r2", start_step=3, **stage))
     with pytest.raises(ValueError, match="pass --init-from"):
         config(data, tmp_path / "r3", start_step=2)
     with pytest.raises(ValueError, match="below --steps"):
         config(data, tmp_path / "r3", init_from=str(tmp_path / "other"), start_step=6)
 
 
-def test_init_from_at_the_v2_configuration(tmp_path):
-    """The shipped v2 config (128², 8-px patches, pixel head, bf16 export): its export loads into its run."""
-    from facemogle.pipeline import FaceMoGLEPipeline
+def test_init_from_the_shipped_folder_and_at_the_v2_configuration(tmp_path):
+    """The shipped default (a config.json older than prediction / pixel_head, no training.json) fits a run of
+    its architecture; the v2 config's bf16 export (128², 8-px patches, pixel head) loads into its run."""
+    from facemogle.pipeline import FaceMoGLEPipeline, default_model_folder
     from facemogle.train.build import build_model
-    from facemogle.train.checkpoints import load_initial_weights
+    from facemogle.train.checkpoints import check_initial_weights, load_initial_weights
 
+    shipped = json.loads((default_model_folder() / "config.json").read_text())
+    fine_tune = TrainConfig(size="small", resolution=shipped["resolution"], patch_size=shipped["patch_size"],
+                            init_from=str(default_model_folder()), start_step=100, steps=200)  # fmt: skip
+    check_initial_weights(fine_tune, 1)
     real = TrainConfig.load("configs/default128.yaml")
     model, text_encoder = build_model(real, "cpu")
     FaceMoGLEPipeline(model, text_encoder).save_pretrained(tmp_path / "m", dtype=torch.bfloat16)
-    fresh, _ = build_model(dataclasses.replace(real, seed=1, init_from=str(tmp_path / "m")), "cpu")
+    stage = dataclasses.replace(real, init_from=str(tmp_path / "m"))
+    check_initial_weights(stage, 1)
+    fresh, _ = build_model(dataclasses.replace(stage, seed=1), "cpu")
     key = "pixel_head.inner.weight"
     assert not torch.equal(fresh.state_dict()[key], model.state_dict()[key])
-    load_initial_weights(fresh, dataclasses.replace(real, init_from=str(tmp_path / "m")))
+    load_initial_weights(fresh, stage)
     expected = {k: v.bfloat16().float() for k, v in model.state_dict().items()}
     assert all(torch.equal(v, expected[k]) for k, v in fresh.state_dict().items())
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write, read_json, remove_partial_writes, write_json
-from ..pipeline import CONFIG_FILE, FORMAT, WEIGHTS_FILE, FaceMoGLEPipeline, load_weights, read_config
+from ..pipeline import (
+    CONFIG_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    FaceMoGLEPipeline,
+    compact_config,
+    load_weights,
+    read_config,
+)
 from .build import build_model, trainable_state
 from .config import RunFolderError, TrainConfig
 
@@ -43,7 +51,7 @@ def prepare_run_folder_on_main(
     error = None
     if accelerator.is_main_process:
         try:
-            prepare_run_folder(out, config, resume, overwrite)
+            prepare_run_folder(out, config, resume, overwrite, accelerator.num_processes)
         except Exception as caught:  # noqa: BLE001 - whatever stops the main process must stop the others
             error = caught
     message = broadcast_object_list([None if error is None else str(error)])[0]
@@ -53,10 +61,15 @@ def prepare_run_folder_on_main(
         raise RunFolderError(message)
 
 
-def prepare_run_folder(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
-    """Check that `out` can hold this run as asked (new, resumed or overwritten); write train_config.json."""
+def prepare_run_folder(
+    out: Path, config: TrainConfig, resume: bool, overwrite: bool, processes: int = 1
+) -> None:
+    """Check that `out` can hold this run as asked (new, resumed or overwritten) and that its --init-from
+    folder fits it, before anything is deleted; write train_config.json."""
     if resume and overwrite:
         raise RunFolderError("pass --resume (continue the run) or --overwrite (start it over), not both.")
+    if config.init_from and not resume:
+        check_initial_weights(config, processes)
     if resume:
         _check_resumable(out, config)
         (out / DONE).unlink(missing_ok=True)  # a finished run given more --steps is unfinished again
@@ -216,33 +229,113 @@ def export_model(
     _load_trainable(model, state["ema"] if ema else state["model"], path)
     FaceMoGLEPipeline(model, text_encoder).save_pretrained(out, dtype=dtype)
     step = int(state["step"])
-    write_json(Path(out) / TRAINING_FILE, {"step": step, "weights": "ema" if ema else "raw",
-                                          "train_config": dataclasses.asdict(config)})  # fmt: skip
+    write_training_record(out, step, config, state.get("processes", 1), "ema" if ema else "raw")
     return step
 
 
-def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
-    """Start the run from the model folder config.init_from (an export of an earlier stage, or any compact
-    model of the run's architecture) instead of random weights; a folder of another model is refused."""
+def write_training_record(folder, step: int, config: TrainConfig, processes: int, weights: str) -> None:
+    """training.json in a model folder: the step its weights are of and the run that made them (what
+    --init-from with --start-step checks a later stage against)."""
+    record = {
+        "step": step,
+        "weights": weights,
+        "processes": processes,
+        "train_config": dataclasses.asdict(config),
+    }
+    write_json(Path(folder) / TRAINING_FILE, record)
+
+
+def check_initial_weights(config: TrainConfig, processes: int) -> None:
+    """Before the run folder is touched: --init-from is a compact model folder of this run's architecture
+    and, with --start-step, was exported at that step of a run with this one's data order and draws."""
     folder = Path(config.init_from)
     if not (folder / CONFIG_FILE).is_file():
-        raise RunFolderError(f"--init-from {folder} is not a model folder (no {CONFIG_FILE}); pass a folder "
-                             "that `facemogle export` wrote.")  # fmt: skip
+        raise RunFolderError(
+            f"--init-from {folder} is not a model folder (no {CONFIG_FILE}); pass a folder that "
+            "`facemogle export` wrote."
+        )
     saved = read_config(folder)
     if saved.pop("format") != FORMAT:
         raise RunFolderError(f"--init-from {folder} holds a full-scale model; pass a compact model folder.")
-    ours = model.config.to_dict()
-    differ = [f"{key}: {saved.get(key)!r} (the run's: {ours[key]!r})"
-              for key in ours if key != "sampling" and saved.get(key) != ours[key]]  # fmt: skip
+    theirs = _flat(compact_config(saved, folder / CONFIG_FILE).to_dict())  # older folders: defaults filled in
+    ours = _flat(config.model_config().to_dict())
+    differ = [
+        f"{key}: {theirs[key]!r} (the run's: {ours[key]!r})"
+        for key in ours
+        if not key.startswith("sampling.") and theirs[key] != ours[key]
+    ]
     if differ:
         raise RunFolderError(
             f"--init-from {folder} is another model than this run's ({'; '.join(differ)}); pass the config "
             "options it was trained with."
         )
-    exported = read_json(folder / TRAINING_FILE).get("step") if (folder / TRAINING_FILE).is_file() else None
-    if config.start_step and exported is not None and config.start_step != exported:
+    if config.start_step:
+        _check_taken_up(folder, config, processes)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """{"mogle": {"gating": …}} → {"mogle.gating": …}."""
+    out = {}
+    for key, value in config.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+# what a run's batches and draws at a step depend on besides the step: a stage that takes up a run keeps them
+ORDER_FIELDS = (
+    "seed",
+    "batch_size",
+    "grad_accum",
+    "time_shift",
+    "drop_text",
+    "drop_mask",
+    "drop_local",
+    "ema",
+)
+
+
+def _check_taken_up(folder: Path, config: TrainConfig, processes: int) -> None:
+    """--start-step N takes up the run the folder was exported from: its step, and what shapes its draws."""
+    record = _training_record(folder)
+    if record is None:
+        return  # exported before training.json existed: the given step is taken on trust
+    step = record.get("step")
+    if config.start_step != step:
         raise RunFolderError(
-            f"--init-from {folder} was exported at step {exported}; pass --start-step {exported} to take up its "
-            "run there (or 0 to start a new data order from its weights)."
+            f"--init-from {folder} was exported at step {step}; pass --start-step {step} to take up its run "
+            "there, or 0 to start a new run from its weights."
         )
-    load_weights(model, folder / WEIGHTS_FILE)
+    theirs = {**dataclasses.asdict(TrainConfig()), **record.get("train_config", {})}
+    theirs["processes"], ours = (
+        record.get("processes", 1),
+        {**dataclasses.asdict(config), "processes": processes},
+    )
+    differ = [
+        f"--{name.replace('_', '-')} {ours[name]} (its run's: {theirs[name]})"
+        for name in (*ORDER_FIELDS, "processes")
+        if ours[name] != theirs[name]
+    ]
+    if differ:
+        raise RunFolderError(
+            f"--start-step {step} takes up the run {folder} was exported from, whose batches and draws depend "
+            f"on what this run changes: {', '.join(differ)}. Pass its values, or --start-step 0 to start a new "
+            "run from its weights."
+        )
+
+
+def _training_record(folder: Path) -> dict | None:
+    path = folder / TRAINING_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"{path} cannot be read ({error}); export the folder again.") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{path} is not a training record (a JSON object); export the folder again.")
+    return record
+
+
+def load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
+    """The weights of the --init-from folder (checked by check_initial_weights) in place of random ones."""
+    load_weights(model, Path(config.init_from) / WEIGHTS_FILE)

@@ -81,7 +81,7 @@ class TrainConfig:
         if self.backend == "flux" and compact_only:
             raise ValueError(
                 f"{', '.join(compact_only)} apply to the compact backend; FLUX keeps its own patches and "
-                "prediction and starts from its own weights: leave them out with --backend flux."
+                "prediction and starts from its own weights: leave them out of the config and flags."
             )
         if self.start_step and not self.init_from:
             raise ValueError(

@@ -37,6 +37,7 @@ from .checkpoints import (
     load_initial_weights,
     prepare_run_folder_on_main,
     save_checkpoint,
+    write_training_record,
 )
 from .config import TrainConfig
 from .logs import CsvLog, loss_curve, progress_bar, sample_grid
@@ -166,6 +167,7 @@ def train(
         with ema_weights(model, ema):
             pipe = FaceMoGLEPipeline(model, text_encoder)
             pipe.save_pretrained(out / FINAL_MODEL)
+            write_training_record(out / FINAL_MODEL, step, config, accelerator.num_processes, "ema")
             if config.sample_every:
                 sample_grid(pipe, dataset).save(out / "samples" / "final.png")
         loss_curve(out / "log.csv").save(out / "loss.png")
