@@ -10,6 +10,9 @@ alone; neither experts nor gate; unconditional. --seeds 2 trains full, global-on
     python benchmarks/ablation.py --config configs/default128.yaml --device cuda \\
         --runs runs/ablation_default                                      # a GPU: the default model's budget
 
+Each finished evaluation is also kept in --results (results/ablation) without its generated images: commit
+it, and a later session (whose run folders are new) restores it instead of training the variant again.
+
 Conditional variants are evaluated in mask and text + mask modes, the unconditional one without
 conditions. Prints the comparison table and writes it (with a sample grid) beside the runs, and after it
 the verdicts: a variant differs from full MoGLE only where both seeds' paired intervals exclude 0 on the
@@ -22,7 +25,8 @@ import argparse
 from pathlib import Path
 
 from facemogle.cli import main as facemogle
-from facemogle.io import read_json, read_options
+from facemogle.io import read_json, read_options, write_json
+from facemogle.metrics.archive import archive_evaluation, archived, restore_evaluation
 from facemogle.metrics.compare import compare
 from facemogle.train.checkpoints import DONE, latest_checkpoint
 from facemogle.train.config import TrainConfig
@@ -38,6 +42,7 @@ VARIANTS = {
     "unconditional": ["--drop-text", "1", "--drop-mask", "1"],
 }
 SEEDED = ("full", "global_only", "no_gating")  # trained with a second seed under --seeds 2
+TABLE_FILE = "ablation.json"  # beside a kept evaluation: the budget, seed and N it was made for
 
 
 def run(args: list[str]) -> None:
@@ -76,6 +81,21 @@ def train(config: str, folder: Path, flags: list[str], data: str | None, steps: 
     )
 
 
+def restored(kept: Path, out: Path, steps: int, seed: int, n: int) -> bool:
+    """Whether an earlier session's evaluation of this variant is kept (then copied into `out`); one made
+    for another budget, seed or N is refused, never mixed into the table."""
+    if archived(kept) is None:
+        return False
+    made = read_json(kept / TABLE_FILE)
+    if (made["steps"], made["seed"], made["n"]) != (steps, seed, n):
+        raise SystemExit(
+            f"{kept} holds an evaluation of {made['steps']} steps, seed {made['seed']}, N = {made['n']}; this "
+            f"table asks for {steps} steps, seed {seed}, N = {n}: pass another --results folder (or remove {kept})."
+        )
+    restore_evaluation(kept, out)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,6 +103,12 @@ def main() -> None:
     parser.add_argument("--config", default="configs/ablation.yaml")
     parser.add_argument("--data", help="SynthFace folder (default: the config's)")
     parser.add_argument("--runs", default="runs/ablation", help="folder of the runs and evaluations")
+    parser.add_argument(
+        "--results",
+        default="results/ablation",
+        help="where each finished evaluation is kept without its generated images (commit it: a later session "
+        "restores it instead of training and evaluating the variant again)",
+    )
     parser.add_argument("--steps", type=int, help="override the config's steps (every variant alike)")
     parser.add_argument("--seeds", type=int, default=2, choices=(1, 2))
     parser.add_argument("--n", type=int, default=200, help="test items per evaluation")
@@ -103,13 +129,17 @@ def main() -> None:
     evaluations = []
     for name, seed in jobs:
         folder = runs / (name if seed == 0 else f"{name}_seed{seed}")
+        out, kept = runs / f"eval_{folder.name}", Path(args.results) / f"eval_{folder.name}"
+        evaluations.append(str(out))
+        if restored(kept, out, steps, seed, args.n):
+            continue
         flags = VARIANTS[name] + ["--seed", str(seed)] + (["--steps", str(args.steps)] if args.steps else [])
         train(args.config, folder, flags, args.data, steps)
-        out = runs / f"eval_{folder.name}"
         modes = ["none"] if name == "unconditional" else ["mask", "both"]
         run(["eval", "--model", str(folder / "model"), "--data", data, "--n", str(args.n), "--mode", *modes,
              "--out", str(out), "--device", args.device])  # fmt: skip
-        evaluations.append(str(out))
+        write_json(out / TABLE_FILE, {"steps": steps, "seed": seed, "n": args.n})
+        archive_evaluation(out, kept, extra=[folder / "train_config.json", out / TABLE_FILE])
     run(["compare", *evaluations, "--out", str(runs / "compare.md"), "--grid", str(runs / "samples.png"),
          "--overwrite"])  # fmt: skip
     if jobs[0] == ("full", 0):  # the verdicts are against full MoGLE

@@ -4,7 +4,8 @@ paired intervals (`facemogle compare`). Cost is transformer rows per image — v
 guidance branches each needs, summed over the three modes — weighted by sequence length (a branch without
 the mask has no condition tokens), in rows with the mask. The chosen default is the cheapest setting not
 worse than the reference beyond the paired interval on any mIoU, attribute accuracy or Fréchet distance.
-Resumable: evaluations are reused.
+Resumable: evaluations are reused, and each finished one is also kept in --results (results/sampling_curve)
+without its generated images: commit it, and a later session restores it instead of evaluating again.
 
     python benchmarks/sampling_curve.py --model runs/default128/model --data data/synthface128 --n 200
 
@@ -22,11 +23,14 @@ from PIL import Image, ImageDraw
 
 from facemogle.cli import main as facemogle
 from facemogle.flow import MASK_GUIDANCE, TEXT_GUIDANCE, guidance_branches, inside, time_grid, time_shift
+from facemogle.io import read_json, write_json
+from facemogle.metrics.archive import archive_evaluation, archived, restore_evaluation
 from facemogle.metrics.compare import compare, difference_cell
-from facemogle.pipeline import FORMAT, default_model_folder, read_config
+from facemogle.pipeline import FORMAT, default_model_folder, model_fingerprint, read_config
 
 MODES = {"mask": (False, True), "text": (True, False), "both": (True, True)}  # (has text, has mask)
 FULL = (0.0, 1.0)
+CURVE_FILE = "curve.json"  # beside a kept evaluation: the weights (fingerprint) and N it was made for
 
 
 @dataclass(frozen=True)
@@ -116,24 +120,49 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--runs", default="runs/sampling_curve")
+    parser.add_argument(
+        "--results",
+        default="results/sampling_curve",
+        help="where each finished evaluation is kept without its generated images (commit it: a later session "
+        "restores it instead of evaluating the setting again)",
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     runs, inputs = (
         Path(args.runs),
         CostInputs.read(args.model),
-    )  # a folder it cannot count fails here, not in 3 h
+    )  # a folder it cannot count fails now, not in 3 h
+    made = {"model": model_fingerprint(args.model), "n": args.n}
     folders = []
     for setting in SETTINGS:
-        out = runs / setting.name
+        out, kept = runs / setting.name, Path(args.results) / setting.name
+        folders.append(str(out))
+        if restored(kept, out, made):
+            continue
         code = facemogle(["eval", *(["--model", args.model] if args.model else []), "--data", args.data,
                           "--n", str(args.n), "--out", str(out), "--device", args.device, *setting.flags()])  # fmt: skip
         if code:
             raise SystemExit(f"eval of {setting.name} failed with exit code {code}")
-        folders.append(str(out))
+        write_json(out / CURVE_FILE, made)
+        archive_evaluation(out, kept, extra=[out / CURVE_FILE])
     table, points, choice = summarise(SETTINGS, compare(folders), inputs)
     (runs / "curve.md").write_text(table + f"\nChosen default: {choice}\n")
     plot(points).save(runs / "curve.png")
     print(table + f"\nChosen default: {choice}")
+
+
+def restored(kept: Path, out: Path, made: dict) -> bool:
+    """Whether an earlier session's evaluation of this setting is kept (then copied into `out`); one of
+    other weights or another N is refused, never mixed into the curve."""
+    if archived(kept) is None:
+        return False
+    if read_json(kept / CURVE_FILE) != made:
+        raise SystemExit(
+            f"{kept} holds an evaluation of other weights or another --n: pass another --results folder (or "
+            f"remove {kept})."
+        )
+    restore_evaluation(kept, out)
+    return True
 
 
 def summarise(settings: list[Setting], rows: list[dict], inputs: CostInputs) -> tuple[str, list, str]:

@@ -1,4 +1,6 @@
 import importlib.util
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,12 +26,14 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     config = tmp_path / "ablation.yaml"
     config.write_text(f"data: {data}\nsize: tiny\nresolution: 32\nbatch_size: 2\nsteps: 2\nwarmup: 1\n"
                       "checkpoint_every: 1\nsample_every: 0\nmixed_precision: 'no'\n")  # fmt: skip
-    runs = tmp_path / "runs"
+    runs, results = tmp_path / "runs", tmp_path / "results"
     args = [
         "--config",
         str(config),
         "--runs",
         str(runs),
+        "--results",
+        str(results),
         "--n",
         "4",
         "--only",
@@ -44,8 +48,18 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     assert all((runs / name / "DONE").exists() for name in folders)
     table = (runs / "compare.md").read_text()
     assert all(str(runs / f"eval_{name}") in table for name in folders) and (runs / "samples.png").is_file()
+    kept = results / "eval_local_only"  # without the generated images: the first ones, for the grid
+    assert {p.name for p in kept.iterdir()} >= {
+        "report.json",
+        "per_item.npz",
+        "train_config.json",
+        "mask",
+        "both",
+    }
+    assert len(list((kept / "mask").iterdir())) == json.loads((kept / "report.json").read_text())["n"]  # < 8
     weights = {name: (runs / name / "model" / "model.safetensors").stat().st_mtime_ns for name in folders}
     (runs / "full_seed1" / "DONE").unlink()  # as if interrupted after its last checkpoint
+    shutil.rmtree(results / "eval_full_seed1")
     ablation(monkeypatch, *args)
     assert all((runs / name / "model" / "model.safetensors").stat().st_mtime_ns == weights[name]
                for name in folders if name != "full_seed1")  # fmt: skip
@@ -53,8 +67,14 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     table = (runs / "compare.md").read_text()
     assert "| local_only | mask miou |" in table and "| local_only | both accuracy |" in table
     assert "Every run 2 steps" in table
-    with pytest.raises(SystemExit, match="was trained for 2 steps"):
+    with pytest.raises(SystemExit, match="holds an evaluation of 2 steps"):
         ablation(monkeypatch, *args, "--steps", "3")  # another budget is never mixed into the table
+    with pytest.raises(SystemExit, match="was trained for 2 steps"):
+        ablation(monkeypatch, *args, "--steps", "3", "--results", str(tmp_path / "other"))
+    shutil.rmtree(runs)  # a later session: its run folders are new, the kept evaluations are restored
+    ablation(monkeypatch, *args)
+    assert not any((runs / name).exists() for name in folders)  # nothing trained again
+    assert table == (runs / "compare.md").read_text() and (runs / "samples.png").is_file()
     (runs / "scalar_gate" / "checkpoints").mkdir(parents=True)  # killed while writing its first checkpoint
     (runs / "scalar_gate" / "train_config.json").write_text("{}")
     (runs / "scalar_gate" / "checkpoints" / ".step_0000001.pt.123.tmp").write_bytes(b"partial")

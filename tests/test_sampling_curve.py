@@ -87,3 +87,41 @@ def test_the_cost_follows_the_models_own_tokens_and_guidance(tmp_path):
     (tmp_path / "flux" / "config.json").write_text('{"format": "facemogle-flux"}')
     with pytest.raises(SystemExit, match="full-scale model"):
         curve.CostInputs.read(tmp_path / "flux")
+
+
+def fake_evaluation(folder, stems, modes=("mask", "text", "both")):
+    """A finished eval folder as `facemogle eval` writes it: report, per-item counts, images per mode."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({"images": None, "modes": {m: {} for m in modes}}))
+    np.savez_compressed(folder / "per_item.npz", stems=np.array(stems))
+    for mode in modes:
+        (folder / mode).mkdir()
+        for stem in stems:
+            Image.new("RGB", (8, 8)).save(folder / mode / f"{stem}.png")
+
+
+def test_a_kept_evaluation_is_restored_for_the_same_weights_and_n_only(tmp_path):
+    from facemogle.metrics.archive import archive_evaluation, archived
+
+    curve = load()
+    stems = [str(27000 + k) for k in range(10)]
+    fake_evaluation(tmp_path / "runs" / "euler4", stems)
+    made = {"model": "abc", "n": 10}
+    (tmp_path / "runs" / "euler4" / "curve.json").write_text('{"model": "abc", "n": 10}')
+    archive_evaluation(
+        tmp_path / "runs" / "euler4", tmp_path / "kept", extra=[tmp_path / "runs" / "euler4" / "curve.json"]
+    )
+    assert archived(tmp_path / "kept") is not None and not (tmp_path / "kept.partial").exists()
+    assert sorted(p.stem for p in (tmp_path / "kept" / "both").iterdir()) == sorted(stems[:8])
+    assert not curve.restored(tmp_path / "nothing", tmp_path / "new", made)
+    assert curve.restored(tmp_path / "kept", tmp_path / "new", made)
+    assert (tmp_path / "new" / "per_item.npz").is_file() and len(
+        list((tmp_path / "new" / "mask").iterdir())
+    ) == 8
+    with pytest.raises(SystemExit, match="other weights or another --n"):
+        curve.restored(tmp_path / "kept", tmp_path / "new2", {"model": "abc", "n": 200})

@@ -333,8 +333,8 @@ def evaluate(
 
 
 def _save_npz(path: str, arrays: dict) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to the temporary's name
-        np.savez(f, **arrays)
+    with open(path, "wb") as f:  # a file object: np.savez_* would add ".npz" to the temporary's name
+        np.savez_compressed(f, **arrays)
 
 
 SAMPLING_SETTINGS = ("steps", "text_guidance", "mask_guidance", "sampler", "text_interval", "mask_interval")
