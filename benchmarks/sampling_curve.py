@@ -144,7 +144,7 @@ def main() -> None:
         if code:
             raise SystemExit(f"eval of {setting.name} failed with exit code {code}")
         write_json(out / CURVE_FILE, made)
-        archive_evaluation(out, kept, extra=[out / CURVE_FILE])
+        archive_evaluation(out, kept, extra=[out / CURVE_FILE], images=0)  # the curve shows no images
     table, points, choice = summarise(SETTINGS, compare(folders), inputs)
     (runs / "curve.md").write_text(table + f"\nChosen default: {choice}\n")
     plot(points).save(runs / "curve.png")

@@ -15,7 +15,7 @@ import numpy as np
 from ..io import read_json
 from .report import PER_ITEM, find_image, mode_folder
 
-KEPT_FILES = ("report.json", PER_ITEM, "generation.json", "report.md", "grid.png")
+KEPT_FILES = ("report.json", PER_ITEM, "generation.json", "report.md")
 KEPT_IMAGES = 8  # per mode: the rows of compare's grid
 
 
