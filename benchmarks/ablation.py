@@ -8,7 +8,7 @@ alone; neither experts nor gate; unconditional. --seeds 2 trains full, global-on
 
     python benchmarks/ablation.py                                         # CPU: configs/ablation.yaml
     python benchmarks/ablation.py --config configs/default128.yaml --device cuda \\
-        --runs runs/ablation_default                                      # a GPU: the default model's budget
+        --runs runs/ablation_default --results results/ablation_default   # a GPU: the default model's budget
 
 Each finished evaluation is also kept in --results (results/ablation) without its generated images: commit
 it, and a later session (whose run folders are new) restores it instead of training the variant again.
@@ -25,8 +25,13 @@ import argparse
 from pathlib import Path
 
 from facemogle.cli import main as facemogle
-from facemogle.io import read_json, read_options, write_json
-from facemogle.metrics.archive import archive_evaluation, archived, restore_evaluation
+from facemogle.io import read_json, read_options
+from facemogle.metrics.archive import (
+    ArchiveError,
+    archive_evaluation,
+    evaluators_fingerprint,
+    restore_evaluation,
+)
 from facemogle.metrics.compare import compare
 from facemogle.train.checkpoints import DONE, latest_checkpoint
 from facemogle.train.config import TrainConfig
@@ -42,7 +47,6 @@ VARIANTS = {
     "unconditional": ["--drop-text", "1", "--drop-mask", "1"],
 }
 SEEDED = ("full", "global_only", "no_gating")  # trained with a second seed under --seeds 2
-TABLE_FILE = "ablation.json"  # beside a kept evaluation: the budget, seed and N it was made for
 
 
 def run(args: list[str]) -> None:
@@ -81,21 +85,6 @@ def train(config: str, folder: Path, flags: list[str], data: str | None, steps: 
     )
 
 
-def restored(kept: Path, out: Path, steps: int, seed: int, n: int) -> bool:
-    """Whether an earlier session's evaluation of this variant is kept (then copied into `out`); one made
-    for another budget, seed or N is refused, never mixed into the table."""
-    if archived(kept) is None:
-        return False
-    made = read_json(kept / TABLE_FILE)
-    if (made["steps"], made["seed"], made["n"]) != (steps, seed, n):
-        raise SystemExit(
-            f"{kept} holds an evaluation of {made['steps']} steps, seed {made['seed']}, N = {made['n']}; this "
-            f"table asks for {steps} steps, seed {seed}, N = {n}: pass another --results folder (or remove {kept})."
-        )
-    restore_evaluation(kept, out)
-    return True
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,20 +115,24 @@ def main() -> None:
     jobs = [(name, seed) for name in VARIANTS for seed in range(args.seeds if name in SEEDED else 1)]
     if args.only:
         jobs = [(name, seed) for name, seed in jobs if name in args.only]
-    evaluations = []
+    evaluations, evaluators = [], evaluators_fingerprint()
     for name, seed in jobs:
         folder = runs / (name if seed == 0 else f"{name}_seed{seed}")
         out, kept = runs / f"eval_{folder.name}", Path(args.results) / f"eval_{folder.name}"
         evaluations.append(str(out))
-        if restored(kept, out, steps, seed, args.n):
-            continue
         flags = VARIANTS[name] + ["--seed", str(seed)] + (["--steps", str(args.steps)] if args.steps else [])
+        made_for = {"config": {k: v for k, v in options.items() if k != "out"}, "data": data, "flags": flags,
+                    "steps": steps, "n": args.n, "evaluators": evaluators}  # fmt: skip
+        try:
+            if restore_evaluation(kept, out, made_for):
+                continue
+        except ArchiveError as error:
+            raise SystemExit(str(error)) from None
         train(args.config, folder, flags, args.data, steps)
         modes = ["none"] if name == "unconditional" else ["mask", "both"]
         run(["eval", "--model", str(folder / "model"), "--data", data, "--n", str(args.n), "--mode", *modes,
              "--out", str(out), "--device", args.device])  # fmt: skip
-        write_json(out / TABLE_FILE, {"steps": steps, "seed": seed, "n": args.n})
-        archive_evaluation(out, kept, extra=[folder / "train_config.json", out / TABLE_FILE])
+        archive_evaluation(out, kept, made_for)
     run(["compare", *evaluations, "--out", str(runs / "compare.md"), "--grid", str(runs / "samples.png"),
          "--overwrite"])  # fmt: skip
     if jobs[0] == ("full", 0):  # the verdicts are against full MoGLE

@@ -23,14 +23,17 @@ from PIL import Image, ImageDraw
 
 from facemogle.cli import main as facemogle
 from facemogle.flow import MASK_GUIDANCE, TEXT_GUIDANCE, guidance_branches, inside, time_grid, time_shift
-from facemogle.io import read_json, write_json
-from facemogle.metrics.archive import archive_evaluation, archived, restore_evaluation
+from facemogle.metrics.archive import (
+    ArchiveError,
+    archive_evaluation,
+    evaluators_fingerprint,
+    restore_evaluation,
+)
 from facemogle.metrics.compare import compare, difference_cell
 from facemogle.pipeline import FORMAT, default_model_folder, model_fingerprint, read_config
 
 MODES = {"mask": (False, True), "text": (True, False), "both": (True, True)}  # (has text, has mask)
 FULL = (0.0, 1.0)
-CURVE_FILE = "curve.json"  # beside a kept evaluation: the weights (fingerprint) and N it was made for
 
 
 @dataclass(frozen=True)
@@ -132,37 +135,26 @@ def main() -> None:
         Path(args.runs),
         CostInputs.read(args.model),
     )  # a folder it cannot count fails now, not in 3 h
-    made = {"model": model_fingerprint(args.model), "n": args.n}
+    made_for = {"model": model_fingerprint(args.model), "data": args.data, "n": args.n,
+                "evaluators": evaluators_fingerprint()}  # fmt: skip
     folders = []
     for setting in SETTINGS:
-        out, kept = runs / setting.name, Path(args.results) / setting.name
+        out, kept = runs / setting.name, Path(args.results) / setting.name  # the name says the flags
         folders.append(str(out))
-        if restored(kept, out, made):
-            continue
+        try:
+            if restore_evaluation(kept, out, made_for):
+                continue
+        except ArchiveError as error:
+            raise SystemExit(str(error)) from None
         code = facemogle(["eval", *(["--model", args.model] if args.model else []), "--data", args.data,
                           "--n", str(args.n), "--out", str(out), "--device", args.device, *setting.flags()])  # fmt: skip
         if code:
             raise SystemExit(f"eval of {setting.name} failed with exit code {code}")
-        write_json(out / CURVE_FILE, made)
-        archive_evaluation(out, kept, extra=[out / CURVE_FILE], images=0)  # the curve shows no images
+        archive_evaluation(out, kept, made_for, images=0)  # the curve shows no images
     table, points, choice = summarise(SETTINGS, compare(folders), inputs)
     (runs / "curve.md").write_text(table + f"\nChosen default: {choice}\n")
     plot(points).save(runs / "curve.png")
     print(table + f"\nChosen default: {choice}")
-
-
-def restored(kept: Path, out: Path, made: dict) -> bool:
-    """Whether an earlier session's evaluation of this setting is kept (then copied into `out`); one of
-    other weights or another N is refused, never mixed into the curve."""
-    if archived(kept) is None:
-        return False
-    if read_json(kept / CURVE_FILE) != made:
-        raise SystemExit(
-            f"{kept} holds an evaluation of other weights or another --n: pass another --results folder (or "
-            f"remove {kept})."
-        )
-    restore_evaluation(kept, out)
-    return True
 
 
 def summarise(settings: list[Setting], rows: list[dict], inputs: CostInputs) -> tuple[str, list, str]:

@@ -89,7 +89,7 @@ def test_the_cost_follows_the_models_own_tokens_and_guidance(tmp_path):
         curve.CostInputs.read(tmp_path / "flux")
 
 
-def fake_evaluation(folder, stems, modes=("mask", "text", "both")):
+def fake_evaluation(folder, stems, modes=("mask", "text", "both"), scores=None):
     """A finished eval folder as `facemogle eval` writes it: report, per-item counts, images per mode."""
     import json
 
@@ -97,31 +97,39 @@ def fake_evaluation(folder, stems, modes=("mask", "text", "both")):
     from PIL import Image
 
     folder.mkdir(parents=True)
-    (folder / "report.json").write_text(json.dumps({"images": None, "modes": {m: {} for m in modes}}))
+    report = {"images": None, "modes": {m: scores or {} for m in modes}}
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "report.md").write_text("# Evaluation")
     np.savez_compressed(folder / "per_item.npz", stems=np.array(stems))
     for mode in modes:
         (folder / mode).mkdir()
+        (folder / mode / "generation.json").write_text('{"model": "m"}')
         for stem in stems:
             Image.new("RGB", (8, 8)).save(folder / mode / f"{stem}.png")
 
 
-def test_a_kept_evaluation_is_restored_for_the_same_weights_and_n_only(tmp_path):
-    from facemogle.metrics.archive import archive_evaluation, archived
+def test_a_kept_evaluation_is_restored_only_for_what_it_was_made_for(tmp_path):
+    from facemogle.metrics.archive import ArchiveError, archive_evaluation, restore_evaluation
 
-    curve = load()
     stems = [str(27000 + k) for k in range(10)]
     fake_evaluation(tmp_path / "runs" / "euler4", stems)
-    made = {"model": "abc", "n": 10}
-    (tmp_path / "runs" / "euler4" / "curve.json").write_text('{"model": "abc", "n": 10}')
-    archive_evaluation(
-        tmp_path / "runs" / "euler4", tmp_path / "kept", extra=[tmp_path / "runs" / "euler4" / "curve.json"]
-    )
-    assert archived(tmp_path / "kept") is not None and not (tmp_path / "kept.partial").exists()
-    assert sorted(p.stem for p in (tmp_path / "kept" / "both").iterdir()) == sorted(stems[:8])
-    assert not curve.restored(tmp_path / "nothing", tmp_path / "new", made)
-    assert curve.restored(tmp_path / "kept", tmp_path / "new", made)
+    made_for = {"model": "abc", "n": 10}
+    archive_evaluation(tmp_path / "runs" / "euler4", tmp_path / "kept", made_for)
+    assert not (tmp_path / "kept.partial").exists()
+    kept = sorted(p.name for p in (tmp_path / "kept" / "both").iterdir())
+    assert kept == sorted([f"{stem}.png" for stem in stems[:8]] + ["generation.json"])  # eval refuses others
+    assert not restore_evaluation(tmp_path / "nothing", tmp_path / "new", made_for)
+    assert restore_evaluation(tmp_path / "kept", tmp_path / "new", made_for)
     assert (tmp_path / "new" / "per_item.npz").is_file() and len(
         list((tmp_path / "new" / "mask").iterdir())
-    ) == 8
-    with pytest.raises(SystemExit, match="other weights or another --n"):
-        curve.restored(tmp_path / "kept", tmp_path / "new2", {"model": "abc", "n": 200})
+    ) == 9
+    assert restore_evaluation(tmp_path / "kept", tmp_path / "new", made_for)  # restoring twice is harmless
+    with pytest.raises(ArchiveError, match="n 10 \\(asked: 200\\)"):
+        restore_evaluation(tmp_path / "kept", tmp_path / "new2", {"model": "abc", "n": 200})
+    fake_evaluation(tmp_path / "other", stems, scores={"n": 10})
+    with pytest.raises(ArchiveError, match="holds another evaluation"):
+        restore_evaluation(tmp_path / "kept", tmp_path / "other", made_for)
+    archive_evaluation(tmp_path / "runs" / "euler4", tmp_path / "numbers", made_for, images=0)
+    assert [p.name for p in (tmp_path / "numbers" / "mask").iterdir()] == ["generation.json"]
+    (tmp_path / "numbers" / "made_for.json").unlink()  # a kept folder cut short: not a kept evaluation
+    assert not restore_evaluation(tmp_path / "numbers", tmp_path / "new3", made_for)
