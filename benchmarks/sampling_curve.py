@@ -131,10 +131,8 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    runs, inputs = (
-        Path(args.runs),
-        CostInputs.read(args.model),
-    )  # a folder it cannot count fails now, not in 3 h
+    inputs = CostInputs.read(args.model)  # a folder it cannot count fails now, not after 3 h of evaluations
+    runs = Path(args.runs)
     made_for = {"model": model_fingerprint(args.model), "data": args.data, "n": args.n,
                 "evaluators": evaluators_fingerprint()}  # fmt: skip
     folders = []
