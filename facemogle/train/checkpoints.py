@@ -31,7 +31,7 @@ from .config import RunFolderError, TrainConfig
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model"
 DONE = "DONE"
-TRAINING_FILE = "training.json"  # in an exported model folder: the step it was exported at, and how
+TRAINING_FILE = "training.json"  # in an exported model folder: the step its weights are of, and their run
 # what --resume may change: the run's length (--steps extends it) and when it logs, saves and samples;
 # any other option would silently change the run (its data, schedule, precision or random draws)
 RESUME_CHANGEABLE = ("out", "steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
@@ -106,15 +106,10 @@ def _check_resumable(out: Path, config: TrainConfig) -> None:
     checkpoint = latest_checkpoint(out)
     if not checkpoint:
         raise RunFolderError(f"{out} has no checkpoint to resume from; start a new run without --resume.")
-    saved = {
-        **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
-        **read_json(out / "train_config.json"),
-    }
-    changed = [
-        f"--{f.name.replace('_', '-')} {getattr(config, f.name)} (the run's: {saved[f.name]})"
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUME_CHANGEABLE and saved[f.name] != getattr(config, f.name)
-    ]
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RESUME_CHANGEABLE]
+    changed = _changed_options(
+        dataclasses.asdict(config), read_json(out / "train_config.json"), names, "the run's"
+    )
     if changed:
         raise RunFolderError(
             f"--resume continues the run in {out} with its own options; leave out {', '.join(changed)}."
@@ -305,22 +300,23 @@ def _check_taken_up(folder: Path, config: TrainConfig, processes: int) -> None:
             f"--init-from {folder} was exported at step {step}; pass --start-step {step} to take up its run "
             "there, or 0 to start a new run from its weights."
         )
-    theirs = {**dataclasses.asdict(TrainConfig()), **record.get("train_config", {})}
-    theirs["processes"], ours = (
-        record.get("processes", 1),
-        {**dataclasses.asdict(config), "processes": processes},
-    )
-    differ = [
-        f"--{name.replace('_', '-')} {ours[name]} (its run's: {theirs[name]})"
-        for name in (*ORDER_FIELDS, "processes")
-        if ours[name] != theirs[name]
-    ]
+    ours = {**dataclasses.asdict(config), "processes": processes}
+    theirs = {**record.get("train_config", {}), "processes": record.get("processes", 1)}
+    differ = _changed_options(ours, theirs, (*ORDER_FIELDS, "processes"), "its run's")
     if differ:
         raise RunFolderError(
             f"--start-step {step} takes up the run {folder} was exported from, whose batches and draws depend "
             f"on what this run changes: {', '.join(differ)}. Pass its values, or --start-step 0 to start a new "
             "run from its weights."
         )
+
+
+def _changed_options(ours: dict, saved: dict, names, whose: str) -> list[str]:
+    """ "--flag value (whose: saved value)" for each of `names` where this run's option differs from a saved
+    run's (an option a saved config lacks has its default)."""
+    saved = {**dataclasses.asdict(TrainConfig()), **saved}
+    return [f"--{name.replace('_', '-')} {ours[name]} ({whose}: {saved[name]})" for name in names
+            if ours[name] != saved[name]]  # fmt: skip
 
 
 def _training_record(folder: Path) -> dict | None:
