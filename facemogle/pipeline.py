@@ -37,6 +37,7 @@ from .watermark import mark_all
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.json"  # in an exported model folder: the step its weights are of, and their run
 FORMAT = "facemogle-compact"
 FLUX_FORMAT = "facemogle-flux"
 MOGLE_FILE = "mogle.safetensors"
@@ -477,11 +478,12 @@ def _progress_bar(total: int):
 
 
 def model_fingerprint(folder: str | os.PathLike | None = None) -> str:
-    """A hash of a model folder's config and weights (None: the shipped default), so that results made
-    with other weights at the same path are never taken for this model's."""
+    """A hash of a model folder's files (None: the shipped default), so that results made with other
+    weights at the same path are never taken for this model's. training.json is left out: it says where
+    the weights came from (the run's paths), so one model exported from two runs hashes the same."""
     folder = Path(folder) if folder is not None else default_model_folder()
     digest = hashlib.sha1()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != TRAINING_FILE):
         digest.update(path.name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(2**20), b""):

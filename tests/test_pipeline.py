@@ -7,7 +7,7 @@ import torch
 from conftest import face_like_labels
 
 from facemogle.labels import MaskError
-from facemogle.pipeline import CheckpointError, FaceMoGLEPipeline
+from facemogle.pipeline import TRAINING_FILE, CheckpointError, FaceMoGLEPipeline, model_fingerprint
 from facemogle.text import MiniLMTextEncoder
 
 
@@ -126,6 +126,17 @@ def test_save_load_round_trip(tiny_pipe, tmp_path):
     kwargs = dict(prompt="a smiling man", mask=face_like_labels(32), num_inference_steps=3, seed=5)
     np.testing.assert_array_equal(pixels(loaded(**kwargs)), pixels(tiny_pipe(**kwargs)))
     assert not list((tmp_path / "model").glob("*.tmp"))
+
+
+def test_the_fingerprint_follows_the_weights_not_where_they_came_from(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "a")
+    tiny_pipe.save_pretrained(tmp_path / "b")
+    (tmp_path / "a" / TRAINING_FILE).write_text('{"step": 100, "train_config": {"out": "runs/one"}}')
+    (tmp_path / "b" / TRAINING_FILE).write_text('{"step": 100, "train_config": {"out": "runs/two"}}')
+    assert model_fingerprint(tmp_path / "a") == model_fingerprint(tmp_path / "b")
+    FaceMoGLEPipeline.init("tiny", seed=1).save_pretrained(tmp_path / "c")
+    (tmp_path / "c" / TRAINING_FILE).write_text('{"step": 100, "train_config": {"out": "runs/one"}}')
+    assert model_fingerprint(tmp_path / "c") != model_fingerprint(tmp_path / "a")
 
 
 def test_bad_model_folders(tiny_pipe, tmp_path):

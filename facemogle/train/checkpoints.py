@@ -19,6 +19,7 @@ from ..io import atomic_write, read_json, remove_partial_writes, write_json
 from ..pipeline import (
     CONFIG_FILE,
     FORMAT,
+    TRAINING_FILE,
     WEIGHTS_FILE,
     FaceMoGLEPipeline,
     compact_config,
@@ -31,7 +32,6 @@ from .config import RunFolderError, TrainConfig
 CHECKPOINTS = "checkpoints"
 FINAL_MODEL = "model"
 DONE = "DONE"
-TRAINING_FILE = "training.json"  # in an exported model folder: the step its weights are of, and their run
 # what --resume may change: the run's length (--steps extends it) and when it logs, saves and samples;
 # any other option would silently change the run (its data, schedule, precision or random draws)
 RESUME_CHANGEABLE = ("out", "steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
