@@ -433,8 +433,10 @@ def test_init_from_refuses_what_does_not_fit_before_touching_the_run_folder(data
         train(config(data, tmp_path / "r2", start_step=3, **stage))
     with pytest.raises(ValueError, match="pass --init-from"):
         config(data, tmp_path / "r3", start_step=2)
-    with pytest.raises(ValueError, match="below --steps"):
+    with pytest.raises(ValueError, match=r"--steps \(6\) must be above --start-step \(6\)"):
         config(data, tmp_path / "r3", init_from=str(tmp_path / "other"), start_step=6)
+    with pytest.raises(ValueError, match="at least 0"):
+        config(data, tmp_path / "r3", init_from=str(tmp_path / "other"), start_step=-1)
 
 
 def test_init_from_the_shipped_folder_and_at_the_v2_configuration(tmp_path):

@@ -87,9 +87,12 @@ class TrainConfig:
             raise ValueError(
                 "--start-step continues a run from exported weights; pass --init-from MODEL_FOLDER with it."
             )
-        if not 0 <= self.start_step < self.steps:
+        if self.start_step < 0:
+            raise ValueError(f"--start-step must be at least 0, got {self.start_step}.")
+        if self.start_step >= self.steps:
             raise ValueError(
-                f"--start-step must be at least 0 and below --steps ({self.steps}), got {self.start_step}."
+                f"--steps ({self.steps}) must be above --start-step ({self.start_step}): this stage of the run "
+                f"starts at step {self.start_step} (its --init-from weights') and trains to --steps."
             )
 
     @classmethod
