@@ -1,6 +1,7 @@
 import os
 import socket
 import subprocess
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -58,6 +59,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def one_thread():
+    """Torch on one thread, as each `torchrun` process: a CPU's sums (bf16 most) depend on the thread
+    count, so a one-process run compared with a torchrun one must use the same."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

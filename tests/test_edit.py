@@ -461,12 +461,13 @@ def test_eval_task_edit_scores_every_method_and_reuses_its_images(tmp_path, caps
 def test_eval_task_edit_on_two_processes_gives_the_report_of_one(tmp_path):
     import json
 
-    from conftest import torchrun
+    from conftest import one_thread, torchrun
 
     from facemogle.cli import main
 
     common = ["--task", "edit", "--n-per-type", "1", "--steps", "2"]
-    assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
+    with one_thread():
+        assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
     result = torchrun("-m", "facemogle.cli", "eval", *common, "--out", str(tmp_path / "two"), timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two"))

@@ -117,12 +117,13 @@ def _flat(tree, prefix=""):
 
 
 def test_eval_on_two_processes_gives_the_report_of_one(data, evaluators, tmp_path):
-    from conftest import torchrun
+    from conftest import one_thread, torchrun
 
     assert main(["init-model", "--out", str(tmp_path / "model")]) == 0
     common = ["--model", str(tmp_path / "model"), "--data", str(data), "--num-items", "5", "--steps", "2",
               "--evaluators", str(evaluators), "--mode", "mask", "both"]  # fmt: skip
-    assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
+    with one_thread():
+        assert main(["eval", *common, "--out", str(tmp_path / "one")]) == 0
     result = torchrun("-m", "facemogle.cli", "eval", *common, "--out", str(tmp_path / "two"))
     assert result.returncode == 0, result.stderr[-2000:]
     one = json.loads((tmp_path / "one" / "report.json").read_text())
