@@ -442,14 +442,13 @@ def load_face(parser, photo: Image.Image):
 
 
 def parse_photo(parser, photo: Image.Image) -> np.ndarray:
-    """A face photo (centre-cropped to a square) → label map: at the shipped parser's resolution, or at the
-    photo's side up to 512 for a parser of `parsing.load_parser`."""
+    """A face photo (centre-cropped to a square) → label map at the photo's side up to 512, as `facemogle
+    parse` makes it (the shipped 64² parser's labels are scaled up: a 128² face gets a 128² mask)."""
     from .images import images_to_tensor
     from .parsing import parse_images
 
     photo = square(photo)
-    config = getattr(parser, "config", None)
-    size = config.resolution if config is not None else min(photo.width, 512)
+    size = min(photo.width, 512)
     return parse_images(parser, images_to_tensor([photo], size), size)[0]
 
 

@@ -115,7 +115,9 @@ def test_parse_photo_gives_editable_mask():
 
     parser = FaceParser(EvaluatorConfig("parser", 32)).eval()
     labels = parse_photo(parser, Image.new("RGB", (60, 40), (200, 150, 120)))
-    assert labels.shape == (32, 32) and labels.max() < 19
+    assert labels.shape == (40, 40) and labels.max() < 19  # the square crop's side, not the parser's 32
+    assert parse_photo(parser, Image.new("RGB", (128, 128))).shape == (128, 128)  # the v2 model's faces
+    assert parse_photo(parser, Image.new("RGB", (700, 600))).shape == (512, 512)
 
 
 def test_remote_host_needs_flag():

@@ -440,17 +440,22 @@ def test_init_from_refuses_what_does_not_fit_before_touching_the_run_folder(data
 
 
 def test_init_from_the_shipped_folder_and_at_the_v2_configuration(tmp_path):
-    """The shipped default (a config.json older than prediction / pixel_head, no training.json) fits a run of
-    its architecture; the v2 config's bf16 export (128², 8-px patches, pixel head) loads into its run."""
+    """The shipped default (v2) fits a new run of its config (fine-tuning from step 0); a config.json older than prediction / pixel_head
+    (v1's) fits a run of its architecture; the v2 config's bf16 export (128², 8-px patches, pixel head)
+    loads into its run."""
     from facemogle.pipeline import FaceMoGLEPipeline, default_model_folder
     from facemogle.train.build import build_model
     from facemogle.train.checkpoints import check_initial_weights, load_initial_weights
 
-    shipped = json.loads((default_model_folder() / "config.json").read_text())
-    fine_tune = TrainConfig(size="small", resolution=shipped["resolution"], patch_size=shipped["patch_size"],
-                            init_from=str(default_model_folder()), start_step=100, steps=200)  # fmt: skip
-    check_initial_weights(fine_tune, 1)
     real = TrainConfig.load("configs/default128.yaml")
+    check_initial_weights(dataclasses.replace(real, init_from=str(default_model_folder()), start_step=0), 1)
+    FaceMoGLEPipeline.init("small").save_pretrained(tmp_path / "v1")  # 64², 4-px patches
+    config = json.loads((tmp_path / "v1" / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("prediction", "pixel_head", "sampling")}
+    (tmp_path / "v1" / "config.json").write_text(json.dumps(old))
+    fine_tune = TrainConfig(size="small", resolution=64, patch_size=4, init_from=str(tmp_path / "v1"),
+                            start_step=100, steps=200)  # fmt: skip
+    check_initial_weights(fine_tune, 1)
     model, text_encoder = build_model(real, "cpu")
     FaceMoGLEPipeline(model, text_encoder).save_pretrained(tmp_path / "m", dtype=torch.bfloat16)
     stage = dataclasses.replace(real, init_from=str(tmp_path / "m"))
