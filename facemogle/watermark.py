@@ -165,6 +165,6 @@ def _rgb(image: Image.Image) -> Image.Image:
     if min(image.size) < CANONICAL:
         raise WatermarkError(
             f"The image is {image.width}×{image.height}: too small to carry the watermark ({CANONICAL} pixels a side "
-            "at least; the 64² model's faces are left unmarked)."
+            "at least; 64² faces, such as the previous default model's, are left unmarked)."
         )
     return image.convert("RGB")

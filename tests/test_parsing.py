@@ -111,29 +111,32 @@ def test_a_parsed_photo_of_any_size_is_repainted_and_edited(tmp_path, capsys):
     """parse gives the mask at the photo's size, which is what edit --mask (and --save-masks) take."""
     from facemogle.data.pairs import make_pair
     from facemogle.labels import save_mask
+    from facemogle.pipeline import default_model_folder, read_config
 
-    pair = make_pair(0, "hat", size=128)
+    pair = make_pair(0, "hat", size=192)  # not the shipped model's 128²
     pair.source.save(tmp_path / "face.png")
     assert main(["parse", str(tmp_path / "face.png"), "--out", str(tmp_path / "mask.png")]) == 0
     parsed = load_mask(tmp_path / "mask.png")
-    assert parsed.shape == (128, 128)
+    assert parsed.shape == (192, 192)
     new = parsed.copy()
     new[pair.target_labels == CLASSES.index("hat")] = CLASSES.index("hat")
     save_mask(new, tmp_path / "new.png")
     assert main(["edit", "--image", str(tmp_path / "face.png"), "--mask", str(tmp_path / "new.png"), "--steps", "2",
                  "--out", str(tmp_path / "edit.png"), "--save-masks", "--no-watermark"]) == 0  # fmt: skip
-    assert load_mask(tmp_path / "edit_target_mask.png").shape == (128, 128)
-    # the edit is at the photo's size (the shipped model makes 64²), and without --source-mask the photo is
+    assert load_mask(tmp_path / "edit_target_mask.png").shape == (192, 192)
+    # the edit is at the photo's size (the shipped model makes 128²), and without --source-mask the photo is
     # parsed as `parse` parsed it: only the repainted hat changes, the rest is the photo's own pixels
     edit, photo = (np.asarray(Image.open(tmp_path / n), np.int16) for n in ("edit.png", "face.png"))
-    assert edit.shape == photo.shape == (128, 128, 3)
+    assert edit.shape == photo.shape == (192, 192, 3)
     changed = np.abs(edit - photo).max(-1) > 0
+    config = read_config(default_model_folder())
+    band = 2 * 192 * config["patch_size"] // config["resolution"]  # two tokens at the photo's size: 24 px
     repainted = (
-        torch.nn.functional.max_pool2d(torch.from_numpy(new != parsed).float()[None, None], 33, 1, 16)[
-            0, 0
-        ].numpy()
+        torch.nn.functional.max_pool2d(
+            torch.from_numpy(new != parsed).float()[None, None], 2 * band + 1, 1, band
+        )[0, 0].numpy()
         > 0
-    )  # the repaint grown by 16 px: the growth, two 8-px tokens at this size, the feather
+    )  # the repaint grown by two tokens: the growth rounded to whole tokens, and the feather
     assert changed.any() and not (changed & ~repainted).any()
 
 
