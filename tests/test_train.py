@@ -440,9 +440,9 @@ def test_init_from_refuses_what_does_not_fit_before_touching_the_run_folder(data
 
 
 def test_init_from_the_shipped_folder_and_at_the_v2_configuration(tmp_path):
-    """The shipped default (v2) fits a new run of its config (fine-tuning from step 0); a config.json older than prediction / pixel_head
-    (v1's) fits a run of its architecture; the v2 config's bf16 export (128², 8-px patches, pixel head)
-    loads into its run."""
+    """The shipped default (v2) fits a new run of its config (fine-tuning from step 0); a config.json older
+    than prediction / pixel_head (v1's) fits a run of its architecture; the v2 config's bf16 export (128²,
+    8-px patches, pixel head) loads into its run."""
     from facemogle.pipeline import FaceMoGLEPipeline, default_model_folder
     from facemogle.train.build import build_model
     from facemogle.train.checkpoints import check_initial_weights, load_initial_weights
