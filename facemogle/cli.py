@@ -402,35 +402,22 @@ def cmd_init_model(args: argparse.Namespace) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from .credentials import CredentialsError, describe, read_credentials
-    from .detector import DetectorError, load_detector
+    from .detector import load_detector
     from .watermark import DECISION, LIBRARY_METHOD, WatermarkError, read, read_library
 
-    try:
-        detector = load_detector(args.detector)
-    except DetectorError:
-        if args.detector is not None:
-            raise
-        detector = None  # none shipped with this version
-
+    detector = load_detector(args.detector)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise UsageError(f"--threshold {args.threshold:g} is not a probability: give one in [0, 1].")
     faces = {
         path: _open_image(path, "pass PNG, JPEG or WEBP files") for path in args.images
     }  # all before any report
     for path, face in faces.items():
-        if detector is not None:
-            detector.check_size(face, str(path))
-    probabilities = detector.probabilities(list(faces.values())) if detector else [None] * len(faces)
-    threshold = (
-        args.threshold if args.threshold is not None else detector.config.threshold if detector else None
-    )
+        detector.check_size(face, str(path))
+    probabilities = detector.probabilities(list(faces.values()))
+    threshold = args.threshold if args.threshold is not None else detector.config.threshold
     for (path, face), probability in zip(faces.items(), probabilities):
-        lines = []
-        if probability is None:
-            lines.append("no detector (none shipped with this version; pass --detector)")
-        else:
-            verdict = "generated" if probability >= threshold else "real"
-            lines.append(f"P(generated) {probability:.3f}: {verdict} at threshold {threshold:g}")
+        verdict = "generated" if probability >= threshold else "real"
+        lines = [f"P(generated) {probability:.3f}: {verdict} at threshold {threshold:g}"]
         if args.watermark:
             try:
                 for name, reading in (("watermark", read(face)),
@@ -720,7 +707,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def _eval_detection(args: argparse.Namespace) -> None:
     """eval --task detect: detectors on real test faces against generated ones (AUC, EER, AP)."""
-    from .detector import DetectorError, check_held_out, load_detector, stored_like
+    from .detector import check_held_out, load_detector, stored_like
     from .metrics.detection import evaluate_detection
     from .metrics.report import load_items
 
@@ -741,22 +728,13 @@ def _eval_detection(args: argparse.Namespace) -> None:
         for size in set(sizes.values())
     }
     real = {name: at_size[size] for name, size in sizes.items()}
-    detectors, skipped = {}, {}
-    for name, path in (("facemogle detector (shipped)", None), ("--detector", args.detector)):
-        if name == "--detector" and path is None:
-            continue
-        try:
-            detectors[name if path is None else str(path)] = load_detector(path)
-        except DetectorError as error:
-            if path is not None:
-                raise
-            skipped[name] = str(error)
-    if not detectors:
-        raise UsageError(f"no detector to evaluate ({skipped}); pass --detector FILE_OR_FOLDER")
+    detectors = {"facemogle detector (shipped)": load_detector()}
+    if args.detector:
+        detectors[str(args.detector)] = load_detector(args.detector)
     for name, detector in detectors.items():
         check_held_out(detector, name, args.data, args.split, generated)
     generated = {name: stored_like(faces, args.data, args.split) for name, faces in generated.items()}
-    evaluate_detection(detectors, real, generated, args.out, skipped)
+    evaluate_detection(detectors, real, generated, args.out)
     print((Path(args.out) / "report.md").read_text())
 
 

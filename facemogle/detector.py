@@ -163,7 +163,13 @@ def load_detector(path: str | os.PathLike | None = None) -> Detector:
     if path is None:
         from importlib import resources
 
-        path = Path(str(resources.files("facemogle") / "assets" / "evaluators" / "detector"))
+        shipped = Path(str(resources.files("facemogle") / "assets" / "evaluators" / "detector"))
+        if not (shipped / "model.safetensors").is_file():
+            raise DetectorError(
+                f"The shipped detector is missing from this installation ({shipped}); reinstall facemogle "
+                "(`pip install -e .` in a clone keeps assets/) or pass --detector FOLDER_OR_FILE."
+            )
+        return _load_folder(shipped)
     path = Path(path)
     if path.is_dir():
         return _load_folder(path)
@@ -223,10 +229,20 @@ def image_hash(image: Image.Image) -> str:
     return hashlib.sha1(f"{rgb.width}x{rgb.height}".encode() + rgb.tobytes()).hexdigest()
 
 
+def dataset_identity(data: str | os.PathLike) -> str:
+    """Which faces a dataset folder holds: SynthFace's seed and size (its faces are the same wherever they
+    are drawn, so a shipped detector knows its training faces on a user's machine), else the folder's path."""
+    settings = Path(data) / "synthface.json"
+    if settings.is_file():
+        synthface = json.loads(settings.read_text())
+        return f"SynthFace seed {synthface['seed']}, {synthface['size']}²"
+    return str(Path(data).resolve())
+
+
 def training_record(data: str | os.PathLike, split: str, generated: list[Image.Image]) -> dict:
     """What a detector was trained on: the real faces' dataset and split, and a hash of each generated face."""
     return {
-        "data": str(Path(data).resolve()),
+        "data": dataset_identity(data),
         "split": split,
         "generated": sorted(image_hash(g) for g in generated),
     }
@@ -237,7 +253,7 @@ def check_held_out(
 ) -> None:
     """A DetectorError when an evaluation would score a detector on faces it was trained on."""
     record = detector.training or {}
-    if record.get("data") == str(Path(data).resolve()) and record.get("split") == split:
+    if record.get("data") == dataset_identity(data) and record.get("split") == split:
         raise DetectorError(
             f"{name} was trained on the real faces of {data}'s {split} split; evaluate it on another split (--split test)."
         )

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -118,7 +120,8 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     assert report["n_real"] == {"generated": 6, "unseen generator": 6}
     assert all(r["n_real"] == r["n_generated"] == 6 and r["auc_interval"][0] <= r["auc"] <= r["auc_interval"][1]
                for r in report["rows"])  # fmt: skip
-    assert "| AUC ↑ | EER ↓ | AP ↑ |" in (tmp_path / "ev" / "report.md").read_text()
+    assert all(0 <= r["fpr"] <= 1 and 0 <= r["tpr"] <= 1 and r["threshold"] == 0.5 for r in report["rows"])
+    assert "| AUC ↑ | EER ↓ | AP ↑ | t | FPR ↓ | TPR ↑ |" in (tmp_path / "ev" / "report.md").read_text()
     assert main([*evaluate, "--images", str(tmp_path / "held"), "--out", str(tmp_path / "ev")]) == 2
     assert "report.json exists" in capsys.readouterr().err  # eval never replaces a report
     # faces the detector trained on are refused, as are the real faces of its training split
@@ -138,6 +141,12 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
         )
         == 2
     )
+    assert "trained on the real faces" in capsys.readouterr().err
+    # SynthFace's faces are the same wherever they are drawn: a copy of the training data is refused too
+    assert training["data"] == "SynthFace seed 0, 128²"
+    shutil.copytree(data, tmp_path / "copy")
+    assert main([*evaluate[:4], str(tmp_path / "copy"), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
+                 "train", "--out", str(tmp_path / "ev4")]) == 2  # fmt: skip
     assert "trained on the real faces" in capsys.readouterr().err
     assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
                  str(tmp_path / "train")]) == 2  # fmt: skip
@@ -190,3 +199,28 @@ def test_the_detector_reads_every_image_as_a_jpeg_so_the_file_format_is_no_cue()
         (d.tensors([face]) - d.tensors([_jpeg(face, 95)])).abs().mean() for d in (detector, raw)
     )
     assert read < 0.3 * raw_read  # a PNG and its JPEG look nearly alike to it (≈ 5× closer than as they are)
+
+
+def test_a_missing_shipped_detector_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)  # an install without assets/
+    with pytest.raises(DetectorError, match="shipped detector is missing.*pass --detector"):
+        load_detector()
+
+
+def test_the_shipped_detector_tells_the_shipped_models_faces_from_real_ones(tmp_path, capsys):
+    from facemogle.cli import main
+    from facemogle.data.synthface import make_face
+    from facemogle.pipeline import FaceMoGLEPipeline
+
+    pipe = FaceMoGLEPipeline.from_pretrained()
+    paths = {}
+    for i in range(3):  # test-split items; generated faces marked, as `generate` saves them
+        make_face(27000 + i, size=128)[0].save(tmp_path / f"real{i}.jpg", quality=95)
+        pipe(mask=make_face(27100 + i, size=128)[1], seed=i)[0].save(tmp_path / f"generated{i}.png")
+        paths |= {tmp_path / f"real{i}.jpg": "real", tmp_path / f"generated{i}.png": "generated"}
+    assert main(["detect", *map(str, paths)]) == 0
+    lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    for path, truth in paths.items():
+        assert lines[str(path)].split("; ")[0].endswith(f"{truth} at threshold 0.5"), lines[str(path)]

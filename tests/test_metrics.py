@@ -123,7 +123,13 @@ def test_patch_grid_score_finds_the_patch_size_of_a_blocky_image():
 
 
 def test_detection_metrics_on_known_answers():
-    from facemogle.metrics.detection import average_precision, detection_scores, equal_error_rate, roc_auc
+    from facemogle.metrics.detection import (
+        average_precision,
+        detection_scores,
+        equal_error_rate,
+        rates_at,
+        roc_auc,
+    )
 
     labels = np.array([0] * 50 + [1] * 50)
     perfect = labels + np.linspace(0, 0.5, 100)  # every generated face above every real one
@@ -146,6 +152,9 @@ def test_detection_metrics_on_known_answers():
     assert (
         equal_error_rate(small_scores, small_labels) == 0.5
     )  # at 0.4 one real alarm and one miss of two each
+    # at 0.4: real 0.4 is called generated (at least the threshold), generated 0.35 is missed
+    assert rates_at(small_scores, small_labels, 0.4) == {"threshold": 0.4, "fpr": 0.5, "tpr": 0.5}
+    assert rates_at(small_scores, small_labels, 0.9) == {"threshold": 0.9, "fpr": 0.0, "tpr": 0.0}
     report = detection_scores(np.r_[scores[:200], scores[:200] + 0.3], np.r_[np.zeros(200), np.ones(200)])
     assert report["n_generated"] == report["n_real"] == 200
     for name in ("auc", "eer", "ap"):
