@@ -89,7 +89,8 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     from facemogle.cli import main
     from facemogle.data.synthface import make_face, write_synthface
 
-    data = write_synthface(tmp_path / "sf", 60, size=128, progress=False)  # real faces stored as JPEGs
+    # real faces stored as JPEGs; seed 1, so that only the detector trained here knows them (not the shipped one)
+    data = write_synthface(tmp_path / "sf", 60, seed=1, size=128, progress=False)
     for name, offset, size in (("train", 500, 128), ("held", 600, 128), ("unseen", 700, 64)):
         (tmp_path / name).mkdir()
         for i in range(12):  # stand-ins: faces rendered at half size and upscaled; "unseen" as 64² faces
@@ -141,13 +142,13 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
         )
         == 2
     )
-    assert "trained on the real faces" in capsys.readouterr().err
+    assert f"{tmp_path / 'det'} was trained on the real faces" in capsys.readouterr().err
     # SynthFace's faces are the same wherever they are drawn: a copy of the training data is refused too
-    assert training["data"] == "SynthFace seed 0, 128²"
+    assert training["data"] == "SynthFace seed 1, 128²"
     shutil.copytree(data, tmp_path / "copy")
     assert main([*evaluate[:4], str(tmp_path / "copy"), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
                  "train", "--out", str(tmp_path / "ev4")]) == 2  # fmt: skip
-    assert "trained on the real faces" in capsys.readouterr().err
+    assert f"{tmp_path / 'det'} was trained on the real faces" in capsys.readouterr().err
     assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
                  str(tmp_path / "train")]) == 2  # fmt: skip
     assert "is an input" in capsys.readouterr().err
