@@ -457,8 +457,11 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     _check_outputs([Path(args.out)], args.overwrite, inputs=[args.data, args.generated])
     generated = _read_images(args.generated, args.n)
     size = generated[0].width
-    real = [item.real for item in load_items(args.data, "train", args.n, size)]
-    record = training_record(args.data, "train", generated)  # hashed as given, as eval will read them
+    items = load_items(args.data, "train", args.n, size)
+    real = [item.real for item in items]
+    record = training_record(
+        args.data, [item.stem for item in items], generated
+    )  # hashed as given, as eval reads them
     generated = stored_like(
         generated, args.data, "train"
     )  # as the real faces are stored, as eval scores them
@@ -723,16 +726,14 @@ def _eval_detection(args: argparse.Namespace) -> None:
         generated["unseen generator"] = _read_images(args.unseen, args.n)
     # each generator against the real faces at its own size: both resampled to the detector's alike
     sizes = {name: faces[0].width for name, faces in generated.items()}
-    at_size = {
-        size: [item.real for item in load_items(args.data, args.split, args.n, size)]
-        for size in set(sizes.values())
-    }
-    real = {name: at_size[size] for name, size in sizes.items()}
+    at_size = {size: load_items(args.data, args.split, args.n, size) for size in set(sizes.values())}
+    real = {name: [item.real for item in at_size[size]] for name, size in sizes.items()}
+    stems = sorted({item.stem for items in at_size.values() for item in items})
     detectors = {"facemogle detector (shipped)": load_detector()}
     if args.detector:
         detectors[str(args.detector)] = load_detector(args.detector)
     for name, detector in detectors.items():
-        check_held_out(detector, name, args.data, args.split, generated)
+        check_held_out(detector, name, args.data, stems, generated)
     generated = {name: stored_like(faces, args.data, args.split) for name, faces in generated.items()}
     evaluate_detection(detectors, real, generated, args.out)
     print((Path(args.out) / "report.md").read_text())

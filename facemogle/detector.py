@@ -230,33 +230,37 @@ def image_hash(image: Image.Image) -> str:
 
 
 def dataset_identity(data: str | os.PathLike) -> str:
-    """Which faces a dataset folder holds: SynthFace's seed and size (its faces are the same wherever they
-    are drawn, so a shipped detector knows its training faces on a user's machine), else the folder's path."""
+    """Which faces a dataset folder holds: SynthFace's seed (face i of a seed is the same person wherever and
+    at whatever size it is drawn, so a shipped detector knows its training faces on a user's machine), else
+    the folder's path."""
     settings = Path(data) / "synthface.json"
     if settings.is_file():
-        synthface = json.loads(settings.read_text())
-        return f"SynthFace seed {synthface['seed']}, {synthface['size']}²"
+        return f"SynthFace seed {json.loads(settings.read_text())['seed']}"
     return str(Path(data).resolve())
 
 
-def training_record(data: str | os.PathLike, split: str, generated: list[Image.Image]) -> dict:
-    """What a detector was trained on: the real faces' dataset and split, and a hash of each generated face."""
+def training_record(data: str | os.PathLike, real: list[str], generated: list[Image.Image]) -> dict:
+    """What a detector was trained on: the real faces' dataset and stems, and a hash of each generated face."""
     return {
         "data": dataset_identity(data),
-        "split": split,
+        "real": sorted(real),
         "generated": sorted(image_hash(g) for g in generated),
     }
 
 
 def check_held_out(
-    detector: Detector, name: str, data, split: str, generated: dict[str, list[Image.Image]]
+    detector: Detector, name: str, data, real: list[str], generated: dict[str, list[Image.Image]]
 ) -> None:
-    """A DetectorError when an evaluation would score a detector on faces it was trained on."""
+    """A DetectorError when an evaluation would score a detector on faces it was trained on: real faces
+    (stems of the same dataset, whatever its split says) or generated ones (by their pixels)."""
     record = detector.training or {}
-    if record.get("data") == dataset_identity(data) and record.get("split") == split:
-        raise DetectorError(
-            f"{name} was trained on the real faces of {data}'s {split} split; evaluate it on another split (--split test)."
-        )
+    if record.get("data") == dataset_identity(data):
+        overlap = len(set(record.get("real", ())) & set(real))
+        if overlap:
+            raise DetectorError(
+                f"{overlap} of the {len(real)} real faces of {data} are among those {name} was trained on "
+                f"({record['data']}); evaluate it on held-out faces (another split, e.g. --split test, or another dataset)."
+            )
     seen = set(record.get("generated", ()))
     for generator, faces in generated.items():
         overlap = sum(image_hash(f) in seen for f in faces)

@@ -100,7 +100,7 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
     assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
                  str(tmp_path / "det"), "--n", "12", "--steps", "3"]) == 0  # fmt: skip
     training = json.loads((tmp_path / "det" / "training.json").read_text())
-    assert training["split"] == "train" and len(training["generated"]) == 12
+    assert len(training["real"]) == 12 and len(training["generated"]) == 12
     evaluate = [
         "eval",
         "--task",
@@ -142,13 +142,28 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
         )
         == 2
     )
-    assert f"{tmp_path / 'det'} was trained on the real faces" in capsys.readouterr().err
-    # SynthFace's faces are the same wherever they are drawn: a copy of the training data is refused too
-    assert training["data"] == "SynthFace seed 1, 128²"
+    assert (
+        f"6 of the 6 real faces of {data} are among those {tmp_path / 'det'} was trained on"
+        in capsys.readouterr().err
+    )
+    # SynthFace's faces are the same wherever and at whatever size they are drawn: the training faces are
+    # refused in a copy, and in a smaller set at 64² whose split puts them in its test split
+    assert training["data"] == "SynthFace seed 1"
     shutil.copytree(data, tmp_path / "copy")
-    assert main([*evaluate[:4], str(tmp_path / "copy"), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
-                 "train", "--out", str(tmp_path / "ev4")]) == 2  # fmt: skip
-    assert f"{tmp_path / 'det'} was trained on the real faces" in capsys.readouterr().err
+    small = write_synthface(tmp_path / "small", 16, seed=1, size=64, progress=False)
+    (small / "splits.json").write_text(json.dumps({"train": [], "test": [str(i) for i in range(16)]}))
+    for other, split in ((tmp_path / "copy", "train"), (small, "test")):
+        assert main([*evaluate[:4], str(other), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
+                     split, "--out", str(tmp_path / "ev4")]) == 2  # fmt: skip
+        assert (
+            f"real faces of {other} are among those {tmp_path / 'det'} was trained on"
+            in capsys.readouterr().err
+        )
+    # another seed's faces at the same stems are other people: evaluated
+    other_seed = write_synthface(tmp_path / "seed2", 16, seed=2, size=128, progress=False)
+    (other_seed / "splits.json").write_text(json.dumps({"train": [], "test": [str(i) for i in range(16)]}))
+    assert main([*evaluate[:4], str(other_seed), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
+                 "test", "--out", str(tmp_path / "ev5")]) == 0  # fmt: skip
     assert main(["train-detector", "--data", str(data), "--generated", str(tmp_path / "train"), "--out",
                  str(tmp_path / "train")]) == 2  # fmt: skip
     assert "is an input" in capsys.readouterr().err
@@ -225,3 +240,23 @@ def test_the_shipped_detector_tells_the_shipped_models_faces_from_real_ones(tmp_
     lines = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     for path, truth in paths.items():
         assert lines[str(path)].split("; ")[0].endswith(f"{truth} at threshold 0.5"), lines[str(path)]
+
+
+def test_the_shipped_detector_refuses_its_real_training_faces_in_any_seed_0_set(tmp_path, capsys):
+    import json
+
+    from facemogle.cli import main
+    from facemogle.data.synthface import make_face, write_synthface
+
+    # a small seed-0 set at 64² (its own split would be a hash): the shipped detector trained on train items
+    # 0–1999 of the 30,000-face 128² set, the same people
+    data = write_synthface(tmp_path / "sf", 8, seed=0, size=64, progress=False)
+    (data / "splits.json").write_text(json.dumps({"train": [], "test": [str(i) for i in range(8)]}))
+    (tmp_path / "gen").mkdir()
+    for i in range(4):
+        make_face(900 + i, seed=5, size=64)[0].save(tmp_path / "gen" / f"{i}.png")
+    command = ["eval", "--task", "detect", "--data", str(data), "--images", str(tmp_path / "gen"), "--n", "4"]
+    assert main([*command, "--out", str(tmp_path / "ev")]) == 2
+    error = capsys.readouterr().err
+    assert "4 of the 4 real faces" in error and "facemogle detector (shipped) was trained on" in error
+    assert not (tmp_path / "ev" / "report.json").exists()
