@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .data.folders import stem_order
+from .data.synthface import read_settings
 from .errors import FaceMoGLEError
 from .parsing import BasicBlock
 
@@ -233,17 +235,15 @@ def dataset_identity(data: str | os.PathLike) -> str:
     """Which faces a dataset folder holds: SynthFace's seed (face i of a seed is the same person wherever and
     at whatever size it is drawn, so a shipped detector knows its training faces on a user's machine), else
     the folder's path."""
-    settings = Path(data) / "synthface.json"
-    if settings.is_file():
-        return f"SynthFace seed {json.loads(settings.read_text())['seed']}"
-    return str(Path(data).resolve())
+    settings = read_settings(Path(data))
+    return f"SynthFace seed {settings['seed']}" if settings else str(Path(data).resolve())
 
 
 def training_record(data: str | os.PathLike, real: list[str], generated: list[Image.Image]) -> dict:
     """What a detector was trained on: the real faces' dataset and stems, and a hash of each generated face."""
     return {
         "data": dataset_identity(data),
-        "real": sorted(real),
+        "real": sorted(real, key=stem_order),
         "generated": sorted(image_hash(g) for g in generated),
     }
 
@@ -254,12 +254,18 @@ def check_held_out(
     """A DetectorError when an evaluation would score a detector on faces it was trained on: real faces
     (stems of the same dataset, whatever its split says) or generated ones (by their pixels)."""
     record = detector.training or {}
+    if "data" in record and "real" not in record:
+        raise DetectorError(
+            f"{name}'s training.json predates the record of its real training faces, so a held-out "
+            "evaluation cannot be checked; retrain it with `facemogle train-detector`."
+        )
     if record.get("data") == dataset_identity(data):
-        overlap = len(set(record.get("real", ())) & set(real))
+        overlap = sorted(set(record["real"]) & set(real), key=stem_order)
         if overlap:
             raise DetectorError(
-                f"{overlap} of the {len(real)} real faces of {data} are among those {name} was trained on "
-                f"({record['data']}); evaluate it on held-out faces (another split, e.g. --split test, or another dataset)."
+                f"{len(overlap)} of the {len(real)} real faces of {data} ({_stems(overlap)}) are among those "
+                f"{name} was trained on ({record['data']}, items {_stems(record['real'])}, at any size or "
+                "split); evaluate it on other faces: other items, another seed or another dataset."
             )
     seen = set(record.get("generated", ()))
     for generator, faces in generated.items():
@@ -269,6 +275,10 @@ def check_held_out(
                 f"{overlap} of the {len(faces)} {generator} faces are among those {name} was trained on; evaluate "
                 "it on held-out faces (e.g. `facemogle eval --split test`'s images when it trained on --split train's)."
             )
+
+
+def _stems(stems: list[str]) -> str:
+    return stems[0] if len(stems) == 1 else f"{stems[0]}…{stems[-1]}, {len(stems)}"
 
 
 def _load_folder(folder: Path) -> Detector:

@@ -143,7 +143,7 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
         == 2
     )
     assert (
-        f"6 of the 6 real faces of {data} are among those {tmp_path / 'det'} was trained on"
+        f"6 of the 6 real faces of {data} (0…5, 6) are among those {tmp_path / 'det'} was trained on"
         in capsys.readouterr().err
     )
     # SynthFace's faces are the same wherever and at whatever size they are drawn: the training faces are
@@ -156,7 +156,7 @@ def test_train_detector_eval_task_detect_and_detect_on_the_command_line(tmp_path
         assert main([*evaluate[:4], str(other), *evaluate[5:], "--images", str(tmp_path / "held"), "--split",
                      split, "--out", str(tmp_path / "ev4")]) == 2  # fmt: skip
         assert (
-            f"real faces of {other} are among those {tmp_path / 'det'} was trained on"
+            f"are among those {tmp_path / 'det'} was trained on (SynthFace seed 1, items 0…13, 12"
             in capsys.readouterr().err
         )
     # another seed's faces at the same stems are other people: evaluated
@@ -260,3 +260,12 @@ def test_the_shipped_detector_refuses_its_real_training_faces_in_any_seed_0_set(
     error = capsys.readouterr().err
     assert "4 of the 4 real faces" in error and "facemogle detector (shipped) was trained on" in error
     assert not (tmp_path / "ev" / "report.json").exists()
+
+
+def test_a_detector_without_a_record_of_its_real_faces_is_not_evaluated_unchecked(tmp_path):
+    from facemogle.detector import check_held_out, load_detector
+
+    save_detector(NPRNet(DetectorConfig(layers=(1, 1))), tmp_path / "det", {"data": "SynthFace seed 0, 128²",
+                  "split": "train", "generated": []})  # fmt: skip
+    with pytest.raises(DetectorError, match="predates the record of its real training faces.*retrain it"):
+        check_held_out(load_detector(tmp_path / "det"), "old", tmp_path, ["0"], {})

@@ -87,7 +87,7 @@ class FaceMaskTextDataset(torch.utils.data.Dataset):
                     f"{self.root} has files that cannot be used:\n{report}\n"
                     "Fix or remove them, or pass skip_invalid=True (--skip-invalid) to leave them out."
                 )
-        stems = sorted(set(faces) & set(masks) & set(captions) - report.bad_stems(), key=_stem_order)
+        stems = sorted(set(faces) & set(masks) & set(captions) - report.bad_stems(), key=stem_order)
         splits = assign_splits(stems, self.root, test_fraction=test_fraction)  # never the training seed
         self.stems = [s for s in stems if split == "all" or splits[s] == split]
         if not self.stems:
@@ -157,7 +157,7 @@ def _read_face(path: Path, resolution: int) -> np.ndarray:
     return np.array(image)
 
 
-def _stem_order(stem: str):
+def stem_order(stem: str):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
@@ -213,7 +213,7 @@ def _read_captions(root: Path, report: DatasetReport) -> dict[str, list[str]]:
 def _validate(faces: dict, masks: dict, report: DatasetReport) -> None:
     """Open every mask (labels must be 0..18) and decode every face image (a truncated JPEG passes a
     header check but not a decode)."""
-    stems = sorted(set(faces) & set(masks), key=_stem_order)
+    stems = sorted(set(faces) & set(masks), key=stem_order)
     for stem in tqdm(stems, desc="checking dataset", unit="item", disable=len(stems) < 2000):
         try:
             with Image.open(faces[stem], formats=IMAGE_FORMATS) as image:

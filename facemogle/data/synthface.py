@@ -551,6 +551,7 @@ def write_synthface(
     if ext not in ("jpg", "png"):
         raise ValueError(f"ext must be 'jpg' or 'png', got {ext!r}.")
     root = Path(root)
+    _check_same_settings(root, {"seed": seed, "size": size, "ext": ext})
     for folder in ("face", "mask", "text"):
         (root / folder).mkdir(parents=True, exist_ok=True)
         remove_partial_writes(root / folder)  # left by a write that was killed
@@ -571,6 +572,32 @@ def write_synthface(
     _merge_json(root / "attributes.json", {name: attrs for name, _, attrs in results})
     _merge_json(root / "synthface.json", {"seed": seed, "size": size, "ext": ext})
     return root
+
+
+def read_settings(root: Path) -> dict | None:
+    """A SynthFace folder's synthface.json (seed, size, ext), None when it has none."""
+    path = root / "synthface.json"
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+        return {key: settings[key] for key in ("seed", "size", "ext")}
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not SynthFace's settings ({error!r}); restore it, or regenerate the folder."
+        ) from None
+
+
+def _check_same_settings(root: Path, settings: dict) -> None:
+    """One folder holds one SynthFace seed, size and format: a folder is known by them (a detector's
+    training faces, the example masks), so adding faces of others would silently change what it holds."""
+    held = read_settings(root)
+    if held is not None and held != settings:
+        raise ValueError(
+            f"{root} holds SynthFace seed {held['seed']} at {held['size']}² ({held['ext']}), not seed "
+            f"{settings['seed']} at {settings['size']}² ({settings['ext']}); a folder holds one seed, size and "
+            "format: write these to another folder."
+        )
 
 
 def _merge_json(path: Path, entries: dict) -> None:
