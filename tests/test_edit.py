@@ -478,3 +478,49 @@ def test_eval_task_edit_on_two_processes_gives_the_report_of_one(tmp_path):
         if path.name != "grid.png":
             other = tmp_path / "two" / path.relative_to(tmp_path / "one")
             assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(other))), path
+
+
+def test_the_edit_reports_targets_give_each_edit_type_a_verdict_also_read_back_from_json():
+    import json
+
+    from facemogle.metrics.editing import edit_markdown, json_safe, target_rows
+
+    def row(**values):
+        base = {"n": 10, "psnr_outside": float("inf"), "psnr_outside_interval": (float("inf"), float("inf"))}
+        for key, (value, low, high) in values.items():
+            base |= {key: value, f"{key}_interval": (low, high)}
+        return base
+
+    glasses = {
+        "mask edit": row(class_iou=(0.80, 0.77, 0.83), seam=(1.10, 1.0, 1.2)),
+        "attribute edit": row(
+            attribute_accuracy=(0.70, 0.60, 0.80), agreement=(0.93, 0.91, 0.94), seam=(1.3, 1.25, 1.4)
+        ),
+    }
+    reference = row(class_iou=(0.84, 0.8, 0.9), attribute_accuracy=(0.80, 0.7, 0.9), agreement=(0.97, 0.9, 1.0),
+                    seam=(1.0, 0.9, 1.1))  # fmt: skip
+    report = {
+        "model": "m", "pair_seed": 0, "n_per_type": 10, "steps": 2, "seed": 0, "types": ["eyeglasses", "lipstick"],
+        "methods": {name: {"all": glasses[name], "eyeglasses": glasses[name], "lipstick": {"n": 0}}
+                    for name in glasses},
+        "references": {name: {"all": reference, "eyeglasses": reference, "lipstick": reference}
+                       for name in ("mask → face", "text → face", "true edit B")},
+    }  # fmt: skip
+    verdicts = {
+        (r["method"], r["metric"]): (r["verdict"], round(r["target"], 3)) for r in target_rows(report)
+    }
+    assert verdicts == {
+        ("mask edit", "class_iou"): ("met", 0.79),
+        ("attribute edit", "attribute_accuracy"): ("within the interval", 0.75),
+        ("attribute edit", "agreement"): ("missed", 0.95),
+        ("mask edit", "seam"): ("met", 1.2),
+        ("attribute edit", "seam"): ("missed", 1.2),
+    }  # lipstick: no edits of that type, no rows
+    read_back = json.loads(json.dumps(json_safe(report)))
+    assert target_rows(read_back) == target_rows(report)
+    markdown = edit_markdown(read_back)
+    assert "| eyeglasses | mask edit | 10 | ∞ (identical) |" in markdown
+    assert (
+        "| eyeglasses | attribute edit | agreement | 0.930 [0.910, 0.940] | ≥ 0.950 | 0.970 | missed |"
+        in markdown
+    )
