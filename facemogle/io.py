@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,14 +15,25 @@ from .errors import FaceMoGLEError
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call write(temporary path) in the same folder, then rename over `path`, so a crash never leaves half a file."""
+    mode = _file_mode(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(temporary)
+        os.chmod(temporary, mode)  # mkstemp's 0600 would make every output private to its writer
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a plain open() would give `path`: those it has, else 0o666 less the umask."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_partial_writes(folder: Path) -> None:
