@@ -486,7 +486,7 @@ def test_the_edit_reports_targets_give_each_edit_type_a_verdict_also_read_back_f
     from facemogle.metrics.editing import edit_markdown, json_safe, target_rows
 
     def row(**values):
-        base = {"n": 10, "psnr_outside": float("inf"), "psnr_outside_interval": (float("inf"), float("inf"))}
+        base = {"n": 10, "psnr_outside": float("inf"), "psnr_outside_interval": (None, None)}
         for key, (value, low, high) in values.items():
             base |= {key: value, f"{key}_interval": (low, high)}
         return base
@@ -506,8 +506,19 @@ def test_the_edit_reports_targets_give_each_edit_type_a_verdict_also_read_back_f
         "references": {name: {"all": reference, "eyeglasses": reference, "lipstick": reference}
                        for name in ("mask → face", "text → face", "true edit B")},
     }  # fmt: skip
+    report["references"]["text → face"]["lipstick"] = {"n": 0}  # a reference with nothing scored
+    report["methods"]["attribute edit"]["lipstick"] = row(
+        attribute_accuracy=(0.9, 0.8, 1.0), agreement=(0.95, 0.9, 1.0), seam=(1.0, 0.9, 1.1)
+    )  # agreement exactly at its bound: met
+    report["methods"]["mask edit"]["lipstick"] = row(
+        class_iou=(0.21, 0.2, 0.22)
+    )  # at 0.26 − 0.05 (float: 0.2100…02)
+    report["references"]["mask → face"]["lipstick"] = row(class_iou=(0.26, 0.25, 0.27))
+    rows = target_rows(report)
     verdicts = {
-        (r["method"], r["metric"]): (r["verdict"], round(r["target"], 3)) for r in target_rows(report)
+        (r["method"], r["metric"]): (r["verdict"], round(r["target"], 3))
+        for r in rows
+        if r["type"] == "eyeglasses"
     }
     assert verdicts == {
         ("mask edit", "class_iou"): ("met", 0.79),
@@ -515,9 +526,12 @@ def test_the_edit_reports_targets_give_each_edit_type_a_verdict_also_read_back_f
         ("attribute edit", "agreement"): ("missed", 0.95),
         ("mask edit", "seam"): ("met", 1.2),
         ("attribute edit", "seam"): ("missed", 1.2),
-    }  # lipstick: no edits of that type, no rows
+    }
+    lipstick = {(r["method"], r["metric"]): r["verdict"] for r in rows if r["type"] == "lipstick"}
+    assert lipstick == {("mask edit", "class_iou"): "met", ("attribute edit", "attribute_accuracy"): "no reference",
+                        ("attribute edit", "agreement"): "met", ("attribute edit", "seam"): "met"}  # fmt: skip
     read_back = json.loads(json.dumps(json_safe(report)))
-    assert target_rows(read_back) == target_rows(report)
+    assert [r["verdict"] for r in target_rows(read_back)] == [r["verdict"] for r in rows]
     markdown = edit_markdown(read_back)
     assert "| eyeglasses | mask edit | 10 | ∞ (identical) |" in markdown
     assert (

@@ -456,13 +456,16 @@ def target_rows(report: dict) -> list[dict]:
             if np.isnan(value):
                 continue
             low, high = (_number(b) for b in row[f"{key}_interval"])
-            target = margin + (_number(report["references"][reference][edit_type][key]) if reference else 0.0)
-            reached = value >= target if direction == "≥" else value <= target
-            near = high >= target if direction == "≥" else low <= target
+            target = margin + (
+                _number(report["references"][reference][edit_type].get(key)) if reference else 0.0
+            )
+            sign = 1 if direction == "≥" else -1  # exact ties count as reached: 1e-9 absorbs float rounding
+            reached, near = (sign * (v - target) >= -1e-9 for v in (value, high if sign > 0 else low))
+            verdict = "met" if reached else "within the interval" if near else "missed"
             rows.append({"type": edit_type, "method": method, "metric": key, "direction": direction,
                          "value": value, "interval": (low, high), "target": target, "reference": reference,
-                         "ceiling": _number(report["references"][TRUTH][edit_type][key]),
-                         "verdict": "met" if reached else "within the interval" if near else "missed"})  # fmt: skip
+                         "margin": margin, "ceiling": _number(report["references"][TRUTH][edit_type].get(key)),
+                         "verdict": "no reference" if np.isnan(target) else verdict})  # fmt: skip
     return rows
 
 
@@ -481,7 +484,9 @@ def targets_markdown(report: dict) -> list[str]:
     for r in target_rows(report):
         low, high = r["interval"]
         target = f"{r['direction']} {r['target']:.3f}" + (
-            f" ({r['reference']} − 0.05)" if r["reference"] else ""
+            f" ({r['reference']} {'−' if r['margin'] < 0 else '+'} {abs(r['margin']):.2f})"
+            if r["reference"]
+            else ""
         )
         lines.append(f"| {r['type']} | {r['method']} | {r['metric']} | {r['value']:.3f} [{low:.3f}, {high:.3f}] | "
                      f"{target} | {r['ceiling']:.3f} | {r['verdict']} |")  # fmt: skip
