@@ -459,9 +459,8 @@ def cmd_train_detector(args: argparse.Namespace) -> None:
     size = generated[0].width
     items = load_items(args.data, "train", args.n, size)
     real = [item.real for item in items]
-    record = training_record(
-        args.data, [item.stem for item in items], generated
-    )  # hashed as given, as eval reads them
+    stems = [item.stem for item in items]
+    record = training_record(args.data, stems, generated)  # hashed as given, as eval reads them
     generated = stored_like(
         generated, args.data, "train"
     )  # as the real faces are stored, as eval scores them
