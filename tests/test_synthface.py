@@ -107,27 +107,12 @@ def test_cli_synth_and_preview(tmp_path, capsys):
     assert main(["data", "synth", str(tmp_path / "x"), "--size", "8"]) == 2
     assert "size must be between" in capsys.readouterr().err
     # one folder holds one seed, size and format: adding others is refused, the folder is left as it was
+    synth = ["data", "synth", str(tmp_path / "sf"), "--count", "2", "--size", "32", "--start", "10"]
     for other in (["--seed", "1"], ["--size", "64"], ["--ext", "png"]):
-        assert (
-            main(
-                [
-                    "data",
-                    "synth",
-                    str(tmp_path / "sf"),
-                    "--count",
-                    "2",
-                    "--size",
-                    "32",
-                    "--start",
-                    "10",
-                    *other,
-                ]
-            )
-            == 2
-        )
+        assert main([*synth, *other]) == 2
         assert "holds SynthFace seed 0 at 32² (jpg)" in capsys.readouterr().err
     assert len(list((tmp_path / "sf" / "face").iterdir())) == 10
-    assert main(["data", "synth", str(tmp_path / "sf"), "--count", "2", "--size", "32", "--start", "10"]) == 0
+    assert main(synth) == 0
     (tmp_path / "sf" / "synthface.json").write_text("{not json")
     assert main(["data", "synth", str(tmp_path / "sf"), "--count", "2", "--size", "32", "--start", "12"]) == 2
     assert "synthface.json is not SynthFace's settings" in capsys.readouterr().err
