@@ -130,7 +130,7 @@ def test_eval_on_two_processes_gives_the_report_of_one(data, evaluators, tmp_pat
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert _flat(one["modes"]) == pytest.approx(
         _flat(two["modes"]), rel=1e-6
-    )  # Fréchet's sqrtm: ~1e-12 noise
+    )  # Fréchet: ~1e-12 noise
     assert one["n"] == two["n"] == 5
     for mode in ("mask", "both"):
         for path in (tmp_path / "one" / mode).glob("*.png"):

@@ -90,6 +90,20 @@ def test_frechet_distance():
     assert shifted == pytest.approx(4 * 8, rel=1e-6)
 
 
+@pytest.mark.parametrize("n, m", [(200, 200), (150, 260), (600, 400)])  # fewer items than dimensions, and more
+def test_frechet_distance_equals_the_matrix_square_root_definition(n, m):
+    from scipy import linalg
+
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(n, 256)) @ rng.normal(size=(256, 256)) * 0.1
+    b = rng.normal(size=(m, 256)) * rng.uniform(0.5, 2, 256) + 0.3
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(a.astype(np.float32), b) == pytest.approx(expected, rel=1e-5)
+
+
 def test_kid_is_unbiased_on_shuffled_halves():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2000, 16))

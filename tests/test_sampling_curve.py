@@ -2,6 +2,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_curve.py"
@@ -49,7 +50,11 @@ def test_the_choice_is_the_cheapest_setting_not_worse_than_the_reference():
         settings, rows("ref", 0, 0) + rows("e4", -0.1, -0.05) + rows("e8", -0.01, 0.01), curve.CostInputs()
     )
     assert choice == "euler8" and "| euler4 |" in table and table.count("| no |") == 1
-    assert curve.plot(points).size == (720, 400)
+    image = np.asarray(curve.plot(points, choice))
+    ringed = np.asarray(curve.plot(points))
+    black = (image.sum(-1) == 0) & (ringed.sum(-1) > 0)  # the ring round the chosen setting's points
+    assert image.shape == (520, 900, 3) and black.sum() > 20
+    assert ((image == [0, 0, 255]).all(-1).any()) and ((image == [255, 0, 0]).all(-1).any())
     # realism counts: a Fréchet worse than the reference beyond its interval rules a setting out
     blurry = rows("e8", -0.01, 0.01)
     blurry[0].update(frechet_difference=5.0, frechet_difference_interval=[2.0, 8.0])

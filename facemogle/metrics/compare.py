@@ -19,7 +19,7 @@ from .mask import miou
 from .report import PER_ITEM, find_image, load_items, mode_folder, sample_sheet
 
 PAIRED = {"confusion": ("miou", miou), "attributes": ("accuracy", hit_rate)}  # per-item counts → score
-FRECHET_DRAWS = 200  # two 256-d matrix square roots per draw
+FRECHET_DRAWS = 200  # two 256-d Fréchet distances per draw
 
 
 class CompareError(ValueError):
