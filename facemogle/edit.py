@@ -19,9 +19,10 @@ Operations (each with its default method and strength = the start time t_s):
   drawn mask: FlowEdit's target branch, inversion's and SDEdit's sampling are conditioned on it).
   Otherwise, default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
   z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
-  z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Alternatives "inversion" (Euler inversion to t_s under
-  the source condition without guidance, then blended sampling with the known tokens on the inverted
-  latent's path: ε = (x_ts − (1 − t_s)·z0)/t_s) and "sdedit" (blended sampling from the noised source,
+  z_e ← z0 + m·(z_e − z0); strength t_max 0.85. An edit that only paints PAINTED classes (lipstick) is
+  pasted back through their own pixels feathered by 1 pixel, not the grown tokens. Alternatives
+  "inversion" (Euler inversion to t_s under the source condition without guidance, then blended sampling
+  with the known tokens on the inverted latent's path: ε = (x_ts − (1 − t_s)·z0)/t_s) and "sdedit" (blended sampling from the noised source,
   strength 0.7). A shape the face already has — a class of its own in the mask (eyeglasses, a hat), or at
   the compact scale the attribute classifier's reading (bangs, long hair, a smile) — is not drawn again.
 - "regenerate": mask-conditioned sampling on the source mask (or `mask`) from the noised source, no
@@ -59,6 +60,10 @@ DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit":
 REGENERATE_STRENGTH = 0.75
 GROW = 0.04  # the changed region grows by 4% of the side (≥ 1 pixel) before it is rounded up to tokens
 FEATHER = 0.015  # the paste-back blends over 1.5% of the side (≥ 1 pixel) each side of the region's edge
+# Classes an attribute paints on without changing a shape (lipstick): an edit that repaints only these is
+# pasted back through their own pixels, feathered by 1 pixel, not through the grown tokens, where the
+# mouth line and the skin around the lips would come from the edit too (the sampling blend stays per token).
+PAINTED = ("upper lip", "lower lip")
 # FlowEdit's source branch: weak text guidance (its authors' default), at most the target's
 SOURCE_TEXT_GUIDANCE = 1.5
 
@@ -161,6 +166,17 @@ def feathered(region: torch.Tensor, feather: float = FEATHER) -> torch.Tensor:
     from its edge (a box, not a Gaussian, so the source is kept exactly outside the band)."""
     f = max(1, round(feather * region.shape[0]))
     return F.avg_pool2d(region[None, None], 2 * f + 1, 1, f, count_include_pad=False)[0, 0]
+
+
+def painted_on(repainted: tuple[str, ...], shapes: tuple[str, ...]) -> bool:
+    """An attribute edit that only paints PAINTED classes (nothing drawn): pasted through their own pixels."""
+    return bool(repainted) and not shapes and set(repainted) <= set(PAINTED)
+
+
+def paste_region(changed: np.ndarray, patch: int, painted: bool) -> torch.Tensor:
+    """The region pasted back [H, W] float, unfeathered: the changed pixels themselves for a painted-on
+    attribute, else grown to whole tokens."""
+    return torch.from_numpy(np.ascontiguousarray(changed)).float() if painted else token_region(changed, patch)
 
 
 def token_weights(region: torch.Tensor, patch: int) -> torch.Tensor:
@@ -499,7 +515,12 @@ def edit(
         )
     patch = pipe.model.patch_size
     pixel_region = token_region(changed, patch)
-    paste = feathered(pixel_region) if operation != "regenerate" else pixel_region
+    if operation == "regenerate":
+        paste = pixel_region
+    elif painted_on(repainted, shapes):
+        paste = feathered(paste_region(changed, patch, True), 1 / size)
+    else:
+        paste = feathered(pixel_region)
     # 3. Tokens, noise, time grid
     device = pipe.device
     rows, cols = pipe.model.grid(size, size)

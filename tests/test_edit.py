@@ -227,6 +227,32 @@ def test_shortening_or_stopping_is_a_removal(shipped):
                          source_mask=long_haired.target_labels, num_inference_steps=2)  # fmt: skip
 
 
+def test_a_painted_on_attribute_is_pasted_through_its_own_pixels_not_the_grown_tokens(shipped):
+    """Lipstick: the lips' own pixels feathered by 1 px (the mouth line and the skin beside the lips stay
+    the source's), while the hair colour keeps the grown, token-rounded region; the seam metric's region
+    follows the paste-back."""
+    from facemogle.metrics.editing import edited_region
+
+    pair = make_pair(1, "lipstick", size=SIDE)
+    lips = np.isin(pair.source_labels, [CLASSES.index("upper lip"), CLASSES.index("lower lip")])
+    result = shipped.edit(pair.source, prompt=pair.instruction, operation="attribute",
+                          source_mask=pair.source_labels, num_inference_steps=4)  # fmt: skip
+    assert result.method == "flowedit"
+    pool = torch.nn.functional.max_pool2d
+    near = pool(torch.from_numpy(lips).float()[None, None], 3, 1, 1)[0, 0].numpy() > 0  # lips + 1 px
+    inside = ~(pool(torch.from_numpy(~lips).float()[None, None], 3, 1, 1)[0, 0].numpy() > 0)
+    assert np.array_equal(result.region > 0, near) and (result.region[inside] == 1).all()
+    grown = token_region(lips, PATCH).numpy() > 0
+    assert (grown & ~near).sum() > lips.sum()  # the tokens would have pasted far more than the lips
+    edited, source = np.asarray(result.images[0]), np.asarray(pair.source)
+    assert np.array_equal(edited[~near], source[~near])
+    assert np.abs(edited.astype(int) - source)[inside].mean() > 5  # the lips were repainted
+    assert np.array_equal(edited_region(pair, "attribute edit", PATCH), lips)
+    hair_pair = make_pair(0, "hair_color", size=SIDE)
+    hair = token_region(hair_pair.source_labels == HAIR, PATCH).numpy() > 0
+    assert np.array_equal(edited_region(hair_pair, "attribute edit", PATCH), hair)
+
+
 @pytest.mark.parametrize("method", ["inversion", "sdedit"])
 def test_attribute_edit_alternatives_keep_the_outside(shipped, method):
     pair = make_pair(1, "lipstick", size=SIDE)
@@ -472,7 +498,7 @@ def test_eval_task_edit_on_two_processes_gives_the_report_of_one(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = (json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two"))
     a, b = one["methods"]["mask edit"]["all"], two["methods"]["mask edit"]["all"]
-    assert a.pop("frechet") == pytest.approx(b.pop("frechet"), rel=1e-6)  # sqrtm: ~1e-9 noise
+    assert a.pop("frechet") == pytest.approx(b.pop("frechet"), rel=1e-6)  # Fréchet: ~1e-9 noise
     assert a == b
     for path in (tmp_path / "one").rglob("*.png"):
         if path.name != "grid.png":
@@ -514,7 +540,16 @@ def test_the_edit_reports_targets_give_each_edit_type_a_verdict_also_read_back_f
         class_iou=(0.21, 0.2, 0.22)
     )  # at 0.26 − 0.05 (float: 0.2100…02)
     report["references"]["mask → face"]["lipstick"] = row(class_iou=(0.26, 0.25, 0.27))
+    report["types"].append("lips")  # the band on the lips' outline: B's own seam fails the bound
+    report["methods"]["attribute edit"]["lips"] = row(attribute_accuracy=(0.9, 0.8, 1.0), agreement=(0.96, 0.9, 1.0),
+                                                      seam=(4.8, 4.0, 5.9), seam_vs_truth=(0.94, 0.79, 1.13))  # fmt: skip
+    report["methods"]["mask edit"]["lips"] = {"n": 0}
+    report["references"]["true edit B"]["lips"] = row(seam=(5.2, 4.4, 6.0), seam_vs_truth=(1.0, 1.0, 1.0))
+    report["references"]["text → face"]["lips"] = row(attribute_accuracy=(0.99, 0.97, 1.0))
+    report["references"]["mask → face"]["lips"] = {"n": 0}
     rows = target_rows(report)
+    lips = {r["metric"]: (r["verdict"], r["target"], r["ceiling"]) for r in rows if r["type"] == "lips"}
+    assert lips["seam_vs_truth"] == ("met", 1.2, 1.0) and "seam" not in lips and lips["agreement"][0] == "met"
     verdicts = {
         (r["method"], r["metric"]): (r["verdict"], round(r["target"], 3))
         for r in rows
