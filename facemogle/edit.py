@@ -3,9 +3,10 @@ keeping its layout. Both scales; the design notes are in ../shared/EDITING.md of
 
 Time convention as in flow.py: x_t = (1 − t)·z0 + t·ε, t = 0 the source z0 (pixels at the compact scale,
 VAE latents at full scale). The region m (1 = regenerate) is grown to whole tokens, so blending is exact
-per token; the decoded result is pasted onto the source through m feathered in pixels, at the image's own
-size (a photo larger than the model's resolution keeps its own pixels outside the region; inside, the
-model's result is resized to it).
+per token; the decoded result is pasted onto the source through m feathered in pixels (a painted-on
+attribute, lipstick: through its classes' own pixels feathered by 1 pixel), at the image's own size (a
+photo larger than the model's resolution keeps its own pixels outside the region; inside, the model's
+result is resized to it).
 
 Operations (each with its default method and strength = the start time t_s):
 - "mask": a new mask; m = where it differs from the source's. Blended sampling conditioned on the whole
@@ -19,12 +20,13 @@ Operations (each with its default method and strength = the start time t_s):
   drawn mask: FlowEdit's target branch, inversion's and SDEdit's sampling are conditioned on it).
   Otherwise, default masked FlowEdit (no inversion): z_e ← z_e + Δ·[v(z_e + z_s − z0 | target) − v(z_s | source)],
   z_s = (1 − t)·z0 + t·ε with fresh ε each step, source and target sharing the source mask, then
-  z_e ← z0 + m·(z_e − z0); strength t_max 0.85. An edit that only paints PAINTED classes (lipstick) is
-  pasted back through their own pixels feathered by 1 pixel, not the grown tokens. Alternatives
-  "inversion" (Euler inversion to t_s under the source condition without guidance, then blended sampling
-  with the known tokens on the inverted latent's path: ε = (x_ts − (1 − t_s)·z0)/t_s) and "sdedit" (blended sampling from the noised source,
-  strength 0.7). A shape the face already has — a class of its own in the mask (eyeglasses, a hat), or at
-  the compact scale the attribute classifier's reading (bangs, long hair, a smile) — is not drawn again.
+  z_e ← z0 + m·(z_e − z0); strength t_max 0.85. Whatever the method, an edit that states a PAINTED
+  attribute alone (lipstick) is pasted back through its classes' own pixels. Alternatives "inversion"
+  (Euler inversion to t_s under the source condition without guidance, then blended sampling with the
+  known tokens on the inverted latent's path: ε = (x_ts − (1 − t_s)·z0)/t_s) and "sdedit" (blended
+  sampling from the noised source, strength 0.7). A shape the face already has — a class of its own in
+  the mask (eyeglasses, a hat), or at the compact scale the attribute classifier's reading (bangs, long
+  hair, a smile) — is not drawn again.
 - "regenerate": mask-conditioned sampling on the source mask (or `mask`) from the noised source, no
   region (strength 1: a new person with the same layout; 0.5–0.8 keep colours and lighting). Default
   0.75. With "inversion" it starts from the source inverted instead. These are the unblended baselines
@@ -60,10 +62,11 @@ DEFAULT_STRENGTH = {"blend": 1.0, "flowedit": 0.85, "inversion": 0.85, "sdedit":
 REGENERATE_STRENGTH = 0.75
 GROW = 0.04  # the changed region grows by 4% of the side (≥ 1 pixel) before it is rounded up to tokens
 FEATHER = 0.015  # the paste-back blends over 1.5% of the side (≥ 1 pixel) each side of the region's edge
-# Classes an attribute paints on without changing a shape (lipstick): an edit that repaints only these is
-# pasted back through their own pixels, feathered by 1 pixel, not through the grown tokens, where the
-# mouth line and the skin around the lips would come from the edit too (the sampling blend stays per token).
-PAINTED = ("upper lip", "lower lip")
+# Attributes painted on without changing a shape → their classes: an edit that states one of them alone
+# and repaints only its classes is pasted back through their own pixels, feathered by 1 pixel, not through
+# the grown tokens, where the mouth line and the skin around the lips would come from the edit too (the
+# sampling blend stays per token).
+PAINTED = {"lipstick": ("upper lip", "lower lip")}
 # FlowEdit's source branch: weak text guidance (its authors' default), at most the target's
 SOURCE_TEXT_GUIDANCE = 1.5
 
@@ -168,15 +171,27 @@ def feathered(region: torch.Tensor, feather: float = FEATHER) -> torch.Tensor:
     return F.avg_pool2d(region[None, None], 2 * f + 1, 1, f, count_include_pad=False)[0, 0]
 
 
-def painted_on(repainted: tuple[str, ...], shapes: tuple[str, ...]) -> bool:
-    """An attribute edit that only paints PAINTED classes (nothing drawn): pasted through their own pixels."""
-    return bool(repainted) and not shapes and set(repainted) <= set(PAINTED)
+def painted_on(prompt: str, repainted: tuple[str, ...], shapes: tuple[str, ...]) -> bool:
+    """An attribute edit that only paints on a PAINTED attribute: the prompt states it and nothing else,
+    nothing is drawn, and only its classes are repainted ("add red lipstick"; not "make the lips fuller")."""
+    stated = {name for name, _ in _stated_changes(prompt, repainted)}
+    if shapes or not repainted or len(stated) != 1 or not stated <= PAINTED.keys():
+        return False
+    return set(repainted) <= set(PAINTED[stated.pop()])
 
 
 def paste_region(changed: np.ndarray, patch: int, painted: bool) -> torch.Tensor:
     """The region pasted back [H, W] float, unfeathered: the changed pixels themselves for a painted-on
     attribute, else grown to whole tokens."""
     return torch.from_numpy(np.ascontiguousarray(changed)).float() if painted else token_region(changed, patch)
+
+
+def paste_weight(changed: np.ndarray, patch: int, operation: str, painted: bool) -> torch.Tensor:
+    """The paste-back weight [H, W]: the whole-token region feathered by FEATHER (a regeneration's not
+    feathered: it covers the face), a painted-on attribute's own pixels feathered by 1 pixel."""
+    if operation == "regenerate":
+        return token_region(changed, patch)
+    return feathered(paste_region(changed, patch, painted), 1 / len(changed) if painted else FEATHER)
 
 
 def token_weights(region: torch.Tensor, patch: int) -> torch.Tensor:
@@ -515,12 +530,8 @@ def edit(
         )
     patch = pipe.model.patch_size
     pixel_region = token_region(changed, patch)
-    if operation == "regenerate":
-        paste = pixel_region
-    elif painted_on(repainted, shapes):
-        paste = feathered(paste_region(changed, patch, True), 1 / size)
-    else:
-        paste = feathered(pixel_region)
+    painted = operation == "attribute" and painted_on(prompt, repainted, shapes)
+    paste = paste_weight(changed, patch, operation, painted)
     # 3. Tokens, noise, time grid
     device = pipe.device
     rows, cols = pipe.model.grid(size, size)

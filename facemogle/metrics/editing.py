@@ -11,9 +11,11 @@ each of METHODS, then scored:
   — beside text → face generation from B's caption;
 - identity proxy: agreement of the classifier on every other attribute, edit vs A;
 - seams: mean gradient magnitude in a band of the feather's width each side of the edited region's edge
-  (2 px in all at 64², 4 at 128²) over the mean in the bands twice as wide just inside and just outside;
-  ≈ 1 without a seam — and that score over the true B's in
-  the same bands, since a band that crosses eyebrows or eyes scores above 1 on the true face too;
+  (the edge the method pastes back along: grown to tokens, or a painted-on attribute's own outline; 2 px
+  in all at 64², 4 at 128²) over the mean in the bands twice as wide just inside and just outside; ≈ 1
+  without a seam in a smooth area — and that score over the true B's in the same bands, since a band that
+  crosses eyebrows or eyes, or lies on the lips' outline, scores above 1 on the true face too; a region
+  too thin for the inner band has none (the seam's N is stated);
 - realism: Fréchet distance of the classifier's features, edits vs the true B faces.
 The true B faces are scored as a reference row too: the evaluators' ceilings for every column.
 Every mean has a 95% bootstrap interval over pairs; N is stated per row.
@@ -267,7 +269,7 @@ def edited_region(pair: FacePair, name: str, patch: int) -> np.ndarray:
         classes = attribute_classes(_instruction(pair))
         try:
             _, changed, shapes, repainted = attribute_target(pair.source_labels, _instruction(pair), classes)
-            painted = painted_on(repainted, shapes)
+            painted = painted_on(_instruction(pair), repainted, shapes)
         except EditError:  # nothing drawn (the edit returned A): the keyword classes' edge
             changed = class_region(pair.source_labels, classes)
     return paste_region(changed, patch, painted).numpy() > 0.5
@@ -308,7 +310,7 @@ def score_method(images, pairs, parser, classifier, patch: int, name: str, reali
         "seam": np.c_[seams[:, 0], np.ones(len(seams))],
         "seam_truth": seams,
     }
-    result = {"n": len(used), **_summaries(per)}
+    result = {"n": len(used), "seam_n": len(seams), **_summaries(per)}
     if realism:  # pooled over edit types only: Fréchet needs many items
         truth = images_to_tensor([p.target for p in used], classifier.config.resolution)
         result["frechet"] = frechet_distance(_features(classifier, batch), _features(classifier, truth))
@@ -422,7 +424,8 @@ def edit_markdown(report: dict) -> str:
         f"steps, seed {report['seed']}. In brackets: 95% bootstrap intervals over pairs. Fréchet: classifier "
         "features of the edits vs the true edited faces B. Attribute accuracy: the classifier reads the changed "
         "attribute as in B (the attribute edit makes additions and changes; removals are mask edits). Seam ÷ "
-        "true B's: the seam score over B's in the same bands (1: no more edge than the true face has). The "
+        "true B's: the seam score over B's in the same bands (1: no more edge than the true face has); a "
+        "region with no inner band (thin lips) has no seam score, so the seam's N, where smaller, is beside it. The "
         f"'{TRUTH}' rows score B itself: the evaluators' ceilings.",
         "",
         "| edit type | method | N | " + " | ".join(title for _, title in COLUMNS) + " | Fréchet ↓ |",
@@ -434,7 +437,7 @@ def edit_markdown(report: dict) -> str:
                 row = results[edit_type]
                 if not row["n"]:
                     continue
-                cells = [_cell(row, key) for key, _ in COLUMNS] + [_fmt(row.get("frechet"))]
+                cells = [_cell(row, key) + _seam_n(row, key) for key, _ in COLUMNS] + [_fmt(row.get("frechet"))]
                 lines.append(f"| {edit_type} | {name} | {row['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", *targets_markdown(report)]) + "\n"
 
@@ -452,30 +455,36 @@ TARGETS = (
 def target_rows(report: dict) -> list[dict]:
     """Each target of each edit type the method applies to: the value, its interval, the target (a
     reference's value plus a margin, or a bound) and a verdict — "met" (the value reaches it), "within the
-    interval" (only the interval does) or "missed". B's value (the evaluators' ceiling) beside it. A seam
-    bound the true faces B fail themselves is judged on the seam over B's instead."""
+    interval" (only the interval does) or "missed". B's value (the evaluators' ceiling) beside it. Where the
+    true faces B fail a seam bound themselves (the band lies on the face's own edges), the seam over B's
+    (seam_vs_truth) is judged against the same bound in a row of its own, after the seam's."""
     rows = []
     for edit_type in report["types"]:
+        truth = report["references"][TRUTH][edit_type]
         for method, key, reference, margin, direction in TARGETS:
-            truth = report["references"][TRUTH][edit_type]
+            keys = [key]
             if key == "seam" and _number(truth.get("seam")) > margin:
-                key = "seam_vs_truth"  # the band lies on the face's own edges (B fails the bound): against B's
-            row = report["methods"][method][edit_type]
-            value = _number(row.get(key)) if row["n"] else float("nan")
-            if np.isnan(value):
-                continue
-            low, high = (_number(b) for b in row[f"{key}_interval"])
-            target = margin + (
-                _number(report["references"][reference][edit_type].get(key)) if reference else 0.0
-            )
-            sign = 1 if direction == "≥" else -1  # exact ties count as reached: 1e-9 absorbs float rounding
-            reached, near = (sign * (v - target) >= -1e-9 for v in (value, high if sign > 0 else low))
-            verdict = "met" if reached else "within the interval" if near else "missed"
-            rows.append({"type": edit_type, "method": method, "metric": key, "direction": direction,
-                         "value": value, "interval": (low, high), "target": target, "reference": reference,
-                         "margin": margin, "ceiling": _number(truth.get(key)),
-                         "verdict": "no reference" if np.isnan(target) else verdict})  # fmt: skip
+                keys.append("seam_vs_truth")
+            for key in keys:
+                row = _target_row(report, edit_type, method, key, reference, margin, direction)
+                rows += [row] if row else []
     return rows
+
+
+def _target_row(report: dict, edit_type: str, method: str, key: str, reference, margin: float, direction: str):
+    row = report["methods"][method][edit_type]
+    value = _number(row.get(key)) if row["n"] else float("nan")
+    if np.isnan(value):
+        return None
+    low, high = (_number(b) for b in row[f"{key}_interval"])
+    target = margin + (_number(report["references"][reference][edit_type].get(key)) if reference else 0.0)
+    sign = 1 if direction == "≥" else -1  # exact ties count as reached: 1e-9 absorbs float rounding
+    reached, near = (sign * (v - target) >= -1e-9 for v in (value, high if sign > 0 else low))
+    verdict = "met" if reached else "within the interval" if near else "missed"
+    return {"type": edit_type, "method": method, "metric": key, "direction": direction, "value": value,
+            "interval": (low, high), "target": target, "reference": reference, "margin": margin,
+            "ceiling": _number(report["references"][TRUTH][edit_type].get(key)),
+            "verdict": "no reference" if np.isnan(target) else verdict}  # fmt: skip
 
 
 def targets_markdown(report: dict) -> list[str]:
@@ -483,9 +492,9 @@ def targets_markdown(report: dict) -> list[str]:
         "## Targets",
         "",
         "Per edit type: mask edits' IoU ≥ mask → face's − 0.05 (same target masks); attribute edits' accuracy ≥ "
-        "text → face's − 0.05 and agreement on the other attributes ≥ 0.95; seam ≤ 1.2 — where the true faces B "
+        "text → face's − 0.05 and agreement on the other attributes ≥ 0.95; seam ≤ 1.2 — and where the true faces B "
         "score above 1.2 themselves (the band lies on the face's own edges: a painted-on attribute pasted along "
-        "the lips' outline), seam ÷ true B's ≤ 1.2 (seam_vs_truth). Met: the value reaches "
+        "the lips' outline), also seam ÷ true B's ≤ 1.2 (seam_vs_truth). Met: the value reaches "
         "the target; within the interval: only its 95% interval does. True B: the same score of the true edited "
         "faces (the evaluators' ceiling).",
         "",
@@ -511,6 +520,13 @@ def _number(value) -> float:
 
 def _fmt(value) -> str:
     return "–" if value is None else f"{max(value, 0.0):.1f}"  # ≥ 0: B against itself rounds to −0
+
+
+def _seam_n(row: dict, key: str) -> str:
+    """The seam's own N where it is fewer pairs than the row's: a region too thin for the inner band
+    (thin lips at 128²) has no seam score."""
+    n = row.get("seam_n", row["n"])
+    return f" (N {n})" if key.startswith("seam") and n < row["n"] and np.isfinite(_number(row.get(key))) else ""
 
 
 def _cell(row: dict, key: str) -> str:
