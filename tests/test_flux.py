@@ -484,3 +484,12 @@ def test_edit_at_the_paper_configuration_512_bf16_weights_without_autocast(flux_
     marked = pipe.edit(source, prompt="she has blond hair", operation="attribute", region="hair",
                        source_mask=labels, autocast=False, num_inference_steps=2).images[0]  # fmt: skip
     assert read(marked).marked
+    # lipstick is painted on at full scale too: the lips' own pixels and 1 px around them, not 16-px tokens
+    from facemogle.labels import CLASSES
+
+    lips = np.isin(labels, [CLASSES.index("upper lip"), CLASSES.index("lower lip")])
+    lipstick = pipe.edit(source, prompt="add red lipstick", operation="attribute", source_mask=labels,
+                         autocast=False, watermark=False, num_inference_steps=2)  # fmt: skip
+    near = torch.nn.functional.max_pool2d(torch.from_numpy(lips).float()[None, None], 3, 1, 1)[0, 0].numpy() > 0
+    assert lips.any() and np.array_equal(lipstick.region > 0, near)
+    np.testing.assert_array_equal(np.asarray(lipstick.images[0])[~near], np.asarray(source)[~near])
