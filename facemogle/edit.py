@@ -174,10 +174,10 @@ def feathered(region: torch.Tensor, feather: float = FEATHER) -> torch.Tensor:
 def painted_on(prompt: str, repainted: tuple[str, ...], shapes: tuple[str, ...]) -> bool:
     """An attribute edit that only paints on a PAINTED attribute: the prompt states it and nothing else,
     nothing is drawn, and only its classes are repainted ("add red lipstick"; not "make the lips fuller")."""
-    stated = {name for name, _ in _stated_changes(prompt, repainted)}
-    if shapes or not repainted or len(stated) != 1 or not stated <= PAINTED.keys():
+    if shapes or not repainted:
         return False
-    return set(repainted) <= set(PAINTED[stated.pop()])
+    stated = {name for name, _ in _stated_changes(prompt, repainted)}
+    return len(stated) == 1 and stated <= PAINTED.keys() and set(repainted) <= set(PAINTED[stated.pop()])
 
 
 def paste_region(changed: np.ndarray, patch: int, painted: bool) -> torch.Tensor:
@@ -530,8 +530,7 @@ def edit(
         )
     patch = pipe.model.patch_size
     pixel_region = token_region(changed, patch)
-    painted = operation == "attribute" and painted_on(prompt, repainted, shapes)
-    paste = paste_weight(changed, patch, operation, painted)
+    paste = paste_weight(changed, patch, operation, painted_on(prompt, repainted, shapes))
     # 3. Tokens, noise, time grid
     device = pipe.device
     rows, cols = pipe.model.grid(size, size)

@@ -31,12 +31,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     trace is that matrix's nuclear norm — exact, real, and ≈ 8× faster than sqrtm at N = 200, D = 256
     (the paired bootstrap computes hundreds)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    xa, xb = a - a.mean(0), b - b.mean(0)  # [N, D], [M, D]
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    xa, xb = a - mu_a, b - mu_b  # [N, D], [M, D]
     ra, rb = np.linalg.qr(xa, mode="r"), np.linalg.qr(xb, mode="r")  # [min(N, D), D], [min(M, D), D]
     scale = (len(a) - 1) * (len(b) - 1)
     cross = np.linalg.svd(ra @ rb.T, compute_uv=False).sum() / np.sqrt(scale)
     spread = (xa**2).sum() / (len(a) - 1) + (xb**2).sum() / (len(b) - 1)  # Tr(Σa) + Tr(Σb)
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + spread - 2 * cross)
+    return float(((mu_a - mu_b) ** 2).sum() + spread - 2 * cross)
 
 
 def kernel_distance(
