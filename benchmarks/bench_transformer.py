@@ -113,7 +113,7 @@ def main() -> None:
     batch = (images, labels, text, pipe.text_encoder.encode([""]))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    flops = 3 * linear_flops(model, lambda: training_step(model, optimizer, batch, False))  # fwd + 2× bwd
+    flops = 3 * linear_flops(lambda: training_step(model, optimizer, batch, False))  # fwd + 2× bwd
     print("| training step | images/s | linear GFLOP/s (whole step) | linear GFLOP/s (in GEMMs) "
           "| share of same-dtype GEMM peak | attention share of step |")  # fmt: skip
     print("|---|---|---|---|---|---|")
