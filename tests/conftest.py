@@ -1,7 +1,10 @@
+import importlib.util
 import os
 import socket
 import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +84,14 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
         ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), *args],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
     )  # fmt: skip
+
+
+def benchmark(name: str):
+    """Import benchmarks/<name>.py (not a package) as the module `name`; registered in sys.modules, where
+    its dataclasses look their module up."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

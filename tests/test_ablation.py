@@ -1,21 +1,17 @@
-import importlib.util
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import benchmark
 
 from facemogle.data.synthface import write_synthface
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 
 
 def ablation(monkeypatch, *args):
-    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark("ablation")
     monkeypatch.setattr(sys, "argv", ["ablation.py", *args])
     module.main()
     return module

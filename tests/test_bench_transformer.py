@@ -1,20 +1,13 @@
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import benchmark
 from torch import nn
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transformer.py"
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("bench_transformer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_transformer"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("bench_transformer")
 
 
 def test_linear_flops_counts_every_linear_layer_that_runs():
@@ -35,7 +28,9 @@ def test_the_gemm_time_is_found_in_the_profile():
 @pytest.mark.slow
 def test_the_benchmark_runs_end_to_end(monkeypatch, capsys):
     bench = load()
-    monkeypatch.setattr(sys, "argv", ["bench_transformer.py", "--batch", "2", "--repeats", "1", "--steps", "2"])
+    monkeypatch.setattr(
+        sys, "argv", ["bench_transformer.py", "--batch", "2", "--repeats", "1", "--steps", "2"]
+    )
     bench.main()
     out = capsys.readouterr().out
     assert "| float32 | " in out and "torch.compile speed-up" in out

@@ -1,19 +1,10 @@
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampling_curve.py"
+from conftest import benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("sampling_curve", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sampling_curve"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("sampling_curve")
 
 
 def test_costs_count_every_guidance_branch_of_every_evaluation():

@@ -1,10 +1,10 @@
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import benchmark
 from PIL import Image
 
 from facemogle.cli import main
@@ -12,14 +12,9 @@ from facemogle.data.synthface import write_synthface
 from facemogle.metrics.report import find_image
 from facemogle.watermark import read
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "watermark_quality.py"
-
 
 def load():
-    spec = importlib.util.spec_from_file_location("watermark_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("watermark_quality")
 
 
 def test_marked_images_are_scored_paired_against_the_unmarked_ones(tmp_path, monkeypatch, capsys):
