@@ -200,7 +200,7 @@ def default_calls(repeats: int, peak: dict, native: bool) -> None:
         flops = linear_flops(call)  # counted eagerly: the same layers run compiled
         for compiled in (False, True):
             if compiled:
-                pipe.model.transformer.compile()
+                pipe.compile()
             call()  # warm-up (and compilation)
             seconds[(name, compiled)] = min(_timed(call) for _ in range(repeats))
             gemm_seconds, _ = op_seconds(call)

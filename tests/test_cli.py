@@ -130,6 +130,14 @@ def test_generate_checks_its_outputs_before_any_work(tmp_path, mask_file, capsys
     ).stat().st_size > 4
 
 
+def test_compile_option_reaches_the_pipeline(tmp_path, mask_file, monkeypatch, capsys):
+    """generate/eval/edit --compile compiles the loaded transformer: here it finds no C++ compiler and says so."""
+    monkeypatch.setattr("facemogle.pipeline.shutil.which", lambda name: None)
+    args = ["--mask", str(mask_file), "--steps", "1", "--out", str(tmp_path / "face.png"), "--compile"]
+    assert main(["generate", *args]) == 2
+    assert "found no C++ compiler" in capsys.readouterr().err and not (tmp_path / "face.png").exists()
+
+
 def test_commands_that_write_refuse_existing_outputs_without_overwrite(tmp_path, capsys):
     model = tmp_path / "model"
     assert main(["init-model", "--out", str(model)]) == 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import face_like_labels
 
+from facemogle.errors import FaceMoGLEError
 from facemogle.labels import MaskError
 from facemogle.pipeline import TRAINING_FILE, CheckpointError, FaceMoGLEPipeline, model_fingerprint
 from facemogle.text import MiniLMTextEncoder
@@ -30,6 +31,42 @@ def test_determinism_by_seed(tiny_pipe):
     c = pixels(tiny_pipe(**kwargs, seed=4))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
+
+
+def test_compile_traces_the_transformer_as_it_samples():
+    """pipe.compile() hands its options to torch.compile and sampling then runs the traced transformer (a
+    recording backend here: the graphs it is given, each run as traced)."""
+    pipe = FaceMoGLEPipeline.init("tiny", seed=0)
+    kwargs = dict(prompt="a man with a beard", mask=face_like_labels(32), num_inference_steps=2, seed=3)
+    eager = pixels(pipe(**kwargs))
+    graphs = []
+
+    def recording(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    pipe.compile(backend=recording)
+    np.testing.assert_array_equal(pixels(pipe(**kwargs)), eager)
+    assert graphs and any(node.op == "call_function" for graph in graphs for node in graph.graph.nodes)
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_do(monkeypatch):
+    monkeypatch.setattr("facemogle.pipeline.shutil.which", lambda name: None)
+    pipe = FaceMoGLEPipeline.init("tiny", seed=0)
+    with pytest.raises(FaceMoGLEError, match=r"no C\+\+ compiler.*leave out --compile"):
+        pipe.compile()
+    assert pipe.model.transformer._compiled_call_impl is None
+
+
+@pytest.mark.slow
+def test_the_compiled_transformer_samples_what_the_eager_one_does():
+    """torch.compile's own CPU kernels (inductor, C++), as `--compile` runs them, at the default autocast."""
+    pipe = FaceMoGLEPipeline.init("tiny", seed=0)
+    kwargs = dict(prompt="a man with a beard", mask=face_like_labels(32), num_inference_steps=3, num_images=2,
+                  seed=3, output_type="np")  # fmt: skip
+    eager = pipe(**kwargs)
+    pipe.compile()
+    np.testing.assert_allclose(pipe(**kwargs), eager, atol=0.03)
 
 
 def _spy_forward(model, calls):
