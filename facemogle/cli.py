@@ -126,10 +126,13 @@ def _add_loading_options(parser: argparse.ArgumentParser) -> None:
         help="full scale: load the transformer and T5 quantized (int8/float8: torchao; nf4: bitsandbytes, "
         "CUDA, without --offload)",
     )  # fmt: skip
+
+
+def _add_compile_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile", action="store_true",
         help="torch.compile the transformer: a one-time compilation (tens of seconds on a CPU), then less time "
-        "per image; pays over many images",
+        "per image; pays over many images (not with --offload sequential)",
     )  # fmt: skip
 
 
@@ -139,6 +142,9 @@ def _load_pipeline(args: argparse.Namespace, device):
 
     from .pipeline import FaceMoGLEPipeline
 
+    if args.compile and args.offload == "sequential":
+        raise UsageError("--offload sequential moves each layer to the GPU in its own hook, which breaks the "
+                         "compiled graph at every layer: use --offload model with --compile, or leave one out")  # fmt: skip
     if args.quantize == "nf4" and args.offload:
         raise UsageError("nf4 weights are placed on the GPU by bitsandbytes and cannot be offloaded; "
                          "use --quantize int8 with --offload, or nf4 alone")  # fmt: skip
@@ -256,6 +262,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--grid", action="store_true", help="also save the coloured mask beside the results")
     gen.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     _add_loading_options(gen)
+    _add_compile_option(gen)
     gen.set_defaults(func=cmd_generate)
 
 
@@ -358,7 +365,7 @@ def add_edit_parser(subparsers: argparse._SubParsersAction) -> None:
     ed.add_argument("--model", help="model folder (default: the model shipped with facemogle)")
     ed.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     _add_loading_options(ed)
-    ed.set_defaults(func=cmd_edit)
+    ed.set_defaults(func=cmd_edit, compile=False)  # one image: a compilation would not pay
 
 
 def cmd_parse(args: argparse.Namespace) -> None:
@@ -687,6 +694,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .metrics.report import PaperModels, evaluate
     from .pipeline import model_fingerprint
 
+    if args.compile and (args.images or args.task == "detect"):
+        raise UsageError("--compile speeds up making images, and eval --images and --task detect make none: "
+                         "leave --compile out")  # fmt: skip
     if args.task == "edit":
         return _eval_edits(args)
     if args.task == "detect":
@@ -704,7 +714,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.images is None:
         pipe = _load_pipeline(args, args.device or (state.device if state else "cpu"))
         loaded = f"{pipe.model.transformer.dtype}, {args.quantize or 'not quantized'}, {pipe.device.type}"
-        fingerprint = f"{model_fingerprint(args.model)} ({loaded}{', VAE tiles' if args.vae_tiling else ''})"
+        options = ", VAE tiles" * args.vae_tiling + ", compiled" * args.compile
+        fingerprint = f"{model_fingerprint(args.model)} ({loaded}{options})"
     report = evaluate(args.data, args.out, parser, classifier, pipe=pipe, model=args.model, images=args.images,
                       modes=tuple(args.mode), split=args.split, n=args.n, seed=args.seed, paper=paper,
                       sampling=_sampling_overrides(args), fingerprint=fingerprint, rank=state.process_index if state else 0,
@@ -844,6 +855,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling_options(ev)
     ev.add_argument("--device", help="default: the GPU of this process when there is one, else cpu")
     _add_loading_options(ev)
+    _add_compile_option(ev)
     paper = ev.add_argument_group(
         "the paper's metrics (skipped, with the reason in the report, when not given)"
     )

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+import torch._inductor.config
 
 from facemogle import cli
 from facemogle.cli import main
@@ -131,11 +132,16 @@ def test_generate_checks_its_outputs_before_any_work(tmp_path, mask_file, capsys
 
 
 def test_compile_option_reaches_the_pipeline(tmp_path, mask_file, monkeypatch, capsys):
-    """generate/eval/edit --compile compiles the loaded transformer: here it finds no C++ compiler and says so."""
-    monkeypatch.setattr("facemogle.pipeline.shutil.which", lambda name: None)
+    """generate/eval --compile compiles the loaded transformer: here inductor finds no C++ compiler and it says
+    so before sampling; where --compile cannot apply it is refused."""
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "/nonexistent/g++"))
     args = ["--mask", str(mask_file), "--steps", "1", "--out", str(tmp_path / "face.png"), "--compile"]
     assert main(["generate", *args]) == 2
     assert "found no C++ compiler" in capsys.readouterr().err and not (tmp_path / "face.png").exists()
+    assert main(["generate", *args, "--offload", "sequential"]) == 2
+    assert "--offload model with --compile" in capsys.readouterr().err
+    assert main(["eval", "--images", str(tmp_path), "--data", str(tmp_path), "--compile"]) == 2
+    assert "leave --compile out" in capsys.readouterr().err
 
 
 def test_commands_that_write_refuse_existing_outputs_without_overwrite(tmp_path, capsys):
