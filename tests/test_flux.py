@@ -85,6 +85,20 @@ def test_missing_folders_get_clear_errors(tmp_path, flux_folder):
         FaceMoGLEPipeline.from_flux(flux_folder, lora=tmp_path / "none.safetensors", resolution=64)
 
 
+def test_compile_traces_the_full_scale_transformer(flux_pipe):
+    """pipe.compile() at full scale: the LoRA-wrapped FLUX transformer runs traced (a recording backend: each
+    graph runs as traced) and samples the face it samples eagerly."""
+    torch._dynamo.reset()
+    kwargs = dict(prompt="she has blond hair", mask=face_like_labels(64), num_inference_steps=2, seed=0,
+                  autocast=False, output_type="np")  # fmt: skip
+    eager = flux_pipe(**kwargs)
+    graphs = []
+    flux_pipe.compile(backend=lambda graph, example_inputs: graphs.append(graph) or graph.forward)
+    np.testing.assert_allclose(flux_pipe(**kwargs), eager, atol=1e-5)
+    assert graphs
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("mode", ["mask", "text", "both"])
 def test_generates_in_all_modes(flux_pipe, mode):
     prompt = "she has blond hair" if mode != "mask" else None
@@ -417,7 +431,7 @@ def test_generate_and_eval_load_full_scale_folders_with_the_same_options(flux_pi
 
     def options(**kw):
         return argparse.Namespace(**{"model": str(tmp_path / "saved"), "dtype": "auto", "offload": None,
-                                     "vae_tiling": False, "quantize": None, **kw})  # fmt: skip
+                                     "vae_tiling": False, "quantize": None, "compile": False, **kw})  # fmt: skip
 
     assert _load_pipeline(options(), "cpu").model.transformer.dtype == torch.float32  # auto on a CPU
     pipe = _load_pipeline(options(dtype="bfloat16"), "cpu")
