@@ -85,16 +85,21 @@ def test_missing_folders_get_clear_errors(tmp_path, flux_folder):
         FaceMoGLEPipeline.from_flux(flux_folder, lora=tmp_path / "none.safetensors", resolution=64)
 
 
-def test_compile_traces_the_full_scale_transformer(flux_pipe):
-    """pipe.compile() at full scale: the LoRA-wrapped FLUX transformer runs traced (a recording backend: each
-    graph runs as traced) and samples the face it samples eagerly."""
+@pytest.mark.parametrize("dtype, resolution", [(torch.float32, 64), (torch.bfloat16, 512)])
+def test_compile_traces_the_full_scale_transformer(flux_folder, dtype, resolution):
+    """pipe.compile() at full scale, at the paper's configuration too (512², bf16 weights, autocast off): the
+    LoRA-wrapped FLUX transformer runs traced (a recording backend: each graph runs as traced) and samples the
+    face it samples eagerly."""
+    from facemogle.pipeline import FaceMoGLEPipeline
+
     torch._dynamo.reset()
-    kwargs = dict(prompt="she has blond hair", mask=face_like_labels(64), num_inference_steps=2, seed=0,
+    pipe = FaceMoGLEPipeline.from_flux(flux_folder, dtype=dtype, resolution=resolution)
+    kwargs = dict(prompt="she has blond hair", mask=face_like_labels(resolution), num_inference_steps=2, seed=0,
                   autocast=False, output_type="np")  # fmt: skip
-    eager = flux_pipe(**kwargs)
+    eager = pipe(**kwargs)
     graphs = []
-    flux_pipe.compile(backend=lambda graph, example_inputs: graphs.append(graph) or graph.forward)
-    np.testing.assert_allclose(flux_pipe(**kwargs), eager, atol=1e-5)
+    pipe.compile(backend=lambda graph, example_inputs: graphs.append(graph) or graph.forward)
+    np.testing.assert_allclose(pipe(**kwargs), eager, atol=1e-5)
     assert graphs
     torch._dynamo.reset()
 
