@@ -27,6 +27,16 @@ def word_tokenizer(folder):
     tokenizer.save_pretrained(folder)
 
 
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's caches and counters, empty before a compile test and after it."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    yield torch._dynamo.utils.counters
+    torch._dynamo.reset()
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     from facemogle.pipeline import FaceMoGLEPipeline

@@ -86,13 +86,12 @@ def test_missing_folders_get_clear_errors(tmp_path, flux_folder):
 
 
 @pytest.mark.parametrize("dtype, resolution", [(torch.float32, 64), (torch.bfloat16, 512)])
-def test_compile_traces_the_full_scale_transformer(flux_folder, dtype, resolution):
+def test_compile_traces_the_full_scale_transformer(flux_folder, dtype, resolution, fresh_dynamo):
     """pipe.compile() at full scale, at the paper's configuration too (512², bf16 weights, autocast off): the
     LoRA-wrapped FLUX transformer runs traced (a recording backend: each graph runs as traced) and samples the
     face it samples eagerly."""
     from facemogle.pipeline import FaceMoGLEPipeline
 
-    torch._dynamo.reset()
     pipe = FaceMoGLEPipeline.from_flux(flux_folder, dtype=dtype, resolution=resolution)
     kwargs = dict(prompt="she has blond hair", mask=face_like_labels(resolution), num_inference_steps=2, seed=0,
                   autocast=False, output_type="np")  # fmt: skip
@@ -101,7 +100,6 @@ def test_compile_traces_the_full_scale_transformer(flux_folder, dtype, resolutio
     pipe.compile(backend=lambda graph, example_inputs: graphs.append(graph) or graph.forward)
     np.testing.assert_allclose(pipe(**kwargs), eager, atol=1e-5)
     assert graphs
-    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("mode", ["mask", "text", "both"])

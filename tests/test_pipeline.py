@@ -4,7 +4,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torch._dynamo
 import torch._inductor.config
 from conftest import face_like_labels
 
@@ -33,14 +32,6 @@ def test_determinism_by_seed(tiny_pipe):
     c = pixels(tiny_pipe(**kwargs, seed=4))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 0
-
-
-@pytest.fixture
-def fresh_dynamo():
-    """torch.compile's caches and counters, empty before a compile test and after it."""
-    torch._dynamo.reset()
-    yield torch._dynamo.utils.counters
-    torch._dynamo.reset()
 
 
 def test_compile_traces_the_transformer_as_it_samples(fresh_dynamo):
