@@ -7,8 +7,6 @@ from conftest import benchmark
 
 from facemogle.data.synthface import write_synthface
 
-pytestmark = pytest.mark.slow
-
 
 def ablation(monkeypatch, *args):
     module = benchmark("ablation")
@@ -17,6 +15,31 @@ def ablation(monkeypatch, *args):
     return module
 
 
+def row(name, mode, metric, difference, interval):
+    return {"eval": f"runs/eval_{name}", "mode": mode, f"{metric}_difference": difference,
+            f"{metric}_difference_interval": interval}  # fmt: skip
+
+
+def test_a_variant_trained_once_must_beat_the_largest_seed_to_seed_swing_of_the_table():
+    module = benchmark("ablation")
+    rows = [
+        row("full_seed1", "mask", "miou", 0.001, [-0.010, 0.010]),
+        row("no_gating", "mask", "miou", -0.027, [-0.039, -0.016]),
+        row("no_gating_seed1", "mask", "miou", 0.067, [0.057, 0.078]),  # swing 0.094
+        row("global_only", "mask", "miou", 0.030, [0.020, 0.040]),
+        row("global_only_seed1", "mask", "miou", 0.040, [0.030, 0.050]),  # both seeds above full's 0.001
+        row("static_gate", "mask", "miou", 0.090, [0.080, 0.100]),  # inside the 0.094 swing
+        row("local_only", "mask", "miou", -0.120, [-0.130, -0.110]),  # beyond it
+    ]
+    table = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in
+             module.verdicts(rows, 2500, 200).splitlines() if line.startswith("| ") and "mask miou" in line}  # fmt: skip
+    assert table["no_gating"][-2:] == ["0.001 (full)", "no difference shown |"]
+    assert table["global_only"][-2:] == ["0.001 (full)", "better than full |"]
+    assert table["static_gate"][-2:] == ["0.094 (no_gating)", "no difference shown |"]
+    assert table["local_only"][-2:] == ["0.094 (no_gating)", "worse than full |"]
+
+
+@pytest.mark.slow
 def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, monkeypatch):
     data = write_synthface(tmp_path / "sf", 40, size=32, progress=False)
     config = tmp_path / "ablation.yaml"
@@ -72,3 +95,9 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     (runs / "scalar_gate" / "checkpoints" / ".step_0000001.pt.123.tmp").write_bytes(b"partial")
     ablation(monkeypatch, *args[:-3], "full", "scalar_gate")
     assert (runs / "scalar_gate" / "DONE").exists()  # started again, not resumed from the partial file
+    (runs / "compare.md").unlink()
+    # one variant: compared with full MoGLE's kept evaluation
+    ablation(monkeypatch, *args[:-3], "scalar_gate")
+    table = (runs / "compare.md").read_text()
+    assert str(runs / "eval_full") in table and "| scalar_gate | both miou |" in table
+    assert str(runs / "eval_local_only") not in table
