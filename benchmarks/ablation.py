@@ -170,13 +170,14 @@ def verdicts(rows: list[dict], steps: int, n: int) -> str:
              "floor: full MoGLE's |seed 1 − seed 0| for a variant trained twice, the largest |seed 1 − seed 0| of "
              "any variant trained twice for a variant trained once.", "",
              "| variant | metric | Δ (seed 0) | Δ (seed 1) | seed-to-seed floor | verdict |", "|---|---|---|---|---|---|"]  # fmt: skip
+    swings = {(mode, metric): _swings(delta, mode, metric) for mode, metric in METRICS}
     for name in [n for n in VARIANTS if n not in ("full", "unconditional")]:
         for mode, metric in METRICS:
             seeds = [delta.get((f, mode, metric)) for f in (name, f"{name}_seed1")]
             seeds = [d for d in seeds if d is not None]
             if not seeds:
                 continue
-            floor = _floor(_swings(delta, mode, metric), len(seeds))
+            floor = _floor(swings[mode, metric], len(seeds))
             lines.append(f"| {name} | {mode} {metric} | " + " | ".join(
                 [_delta(seeds[0]), _delta(seeds[1]) if len(seeds) > 1 else "–",
                  f"{floor[1]:.3f} ({floor[0]})" if floor else "–", _verdict(seeds, floor and floor[1])]) + " |")  # fmt: skip
