@@ -6,7 +6,7 @@ Variants (the paper's rows, plus an unconditional model): full MoGLE; no gating 
 gate (no t, no x_t); a scalar gate (one weight per expert); the global expert alone; the 19 local experts
 alone; neither experts nor gate; unconditional. --seeds 2 trains full, static gate, global-only and
 no-gating twice; --only trains the variants it names and compares them with full MoGLE (seed 0: restored
-where it is kept, else trained).
+where it is kept, else trained) and with every other kept evaluation (restored, never trained).
 
     python benchmarks/ablation.py                                         # CPU: configs/ablation.yaml
     python benchmarks/ablation.py --config configs/default128.yaml --device cuda \\
@@ -19,7 +19,8 @@ Conditional variants are evaluated in mask and text + mask modes, the unconditio
 conditions. Prints the comparison table and writes it (with a sample grid) beside the runs, and after it
 the verdicts: a variant differs from full MoGLE only where every seed's paired interval excludes 0 on the
 same side and the difference exceeds the seed-to-seed floor (full MoGLE's own seed-to-seed difference for a
-variant trained twice; the largest of any variant trained twice for one trained once).
+variant trained twice; the largest of any variant trained twice for one trained once; no verdict without
+one trained twice).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ VARIANTS = {
 # and the static gate, added when its first seed led full MoGLE by about the largest seed-to-seed swing
 # measured.
 SEEDED = ("full", "static_gate", "global_only", "no_gating")
+
+
+def _folder_name(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 def run(args: list[str]) -> None:
@@ -112,7 +117,7 @@ def main() -> None:
         "--only",
         nargs="+",
         choices=list(VARIANTS),
-        help="train and evaluate these variants only, and full MoGLE (seed 0) to compare them with",
+        help="train and evaluate these variants only (full MoGLE and the kept evaluations are compared too)",
     )
     args = parser.parse_args()
     runs = Path(args.runs)
@@ -123,10 +128,13 @@ def main() -> None:
     )
     jobs = [(name, seed) for name in VARIANTS for seed in range(args.seeds if name in SEEDED else 1)]
     if args.only:
-        jobs = [job for job in jobs if job[0] in args.only or job == ("full", 0)]  # full seed 0: the baseline
+        kept = {path.name.removeprefix("eval_") for path in Path(args.results).glob("eval_*")}
+        jobs = [
+            job for job in jobs if job[0] in args.only or job == ("full", 0) or _folder_name(*job) in kept
+        ]
     evaluations, evaluators = [], evaluators_fingerprint()
     for name, seed in jobs:
-        folder = runs / (name if seed == 0 else f"{name}_seed{seed}")
+        folder = runs / _folder_name(name, seed)
         out, kept = runs / f"eval_{folder.name}", Path(args.results) / f"eval_{folder.name}"
         evaluations.append(str(out))
         flags = VARIANTS[name] + ["--seed", str(seed)] + (["--steps", str(args.steps)] if args.steps else [])
@@ -209,7 +217,9 @@ def _delta(d: tuple[float, list[float]]) -> str:
 def _verdict(seeds: list, floor) -> str:
     above = all(low > 0 for _, (low, _high) in seeds)
     below = all(high < 0 for _, (_low, high) in seeds)
-    beyond_noise = floor is None or all(abs(d) > floor for d, _ in seeds)
+    if floor is None:
+        return "no verdict: no seed-to-seed floor (no variant trained twice)"
+    beyond_noise = all(abs(d) > floor for d, _ in seeds)
     if (above or below) and beyond_noise:
         return "better than full" if above else "worse than full"
     return "no difference shown"

@@ -37,6 +37,8 @@ def test_a_variant_trained_once_must_beat_the_largest_seed_to_seed_swing_of_the_
     assert table["global_only"][-2:] == ["0.001 (full)", "better than full |"]
     assert table["static_gate"][-2:] == ["0.094 (no_gating)", "no difference shown |"]
     assert table["local_only"][-2:] == ["0.094 (no_gating)", "worse than full |"]
+    alone = module.verdicts([row("static_gate", "mask", "miou", 0.3, [0.2, 0.4])], 2500, 200)
+    assert "| – | no verdict: no seed-to-seed floor" in alone  # never judged by its interval alone
 
 
 @pytest.mark.slow
@@ -96,8 +98,9 @@ def test_the_ablation_script_trains_evaluates_compares_and_resumes(tmp_path, mon
     ablation(monkeypatch, *args[:-3], "full", "scalar_gate")
     assert (runs / "scalar_gate" / "DONE").exists()  # started again, not resumed from the partial file
     (runs / "compare.md").unlink()
-    # one variant: compared with full MoGLE's kept evaluation
+    # one variant: compared with full MoGLE and the other kept evaluations, restored, not trained
     ablation(monkeypatch, *args[:-3], "scalar_gate")
     table = (runs / "compare.md").read_text()
-    assert str(runs / "eval_full") in table and "| scalar_gate | both miou |" in table
-    assert str(runs / "eval_local_only") not in table
+    assert all(str(runs / f"eval_{name}") in table for name in [*folders, "scalar_gate"])
+    assert "| scalar_gate | both miou |" in table and "(full)" in table
+    assert not (runs / "local_only").exists()
