@@ -19,8 +19,8 @@ Conditional variants are evaluated in mask and text + mask modes, the unconditio
 conditions. Prints the comparison table and writes it (with a sample grid) beside the runs, and after it
 the verdicts: a variant differs from full MoGLE only where every seed's paired interval excludes 0 on the
 same side and the difference exceeds the seed-to-seed floor (full MoGLE's own seed-to-seed difference for a
-variant trained twice; the largest of any variant trained twice for one trained once; no verdict without
-one trained twice).
+variant trained twice; the largest of any variant trained twice for one trained once; no verdict where
+that floor is not measured).
 """
 
 from __future__ import annotations
@@ -128,10 +128,9 @@ def main() -> None:
     )
     jobs = [(name, seed) for name in VARIANTS for seed in range(args.seeds if name in SEEDED else 1)]
     if args.only:
-        kept = {path.name.removeprefix("eval_") for path in Path(args.results).glob("eval_*")}
-        jobs = [
-            job for job in jobs if job[0] in args.only or job == ("full", 0) or _folder_name(*job) in kept
-        ]
+        results = Path(args.results)
+        jobs = [job for job in jobs if job[0] in args.only or job == ("full", 0)
+                or (results / f"eval_{_folder_name(*job)}").exists()]  # fmt: skip
     evaluations, evaluators = [], evaluators_fingerprint()
     for name, seed in jobs:
         folder = runs / _folder_name(name, seed)
@@ -218,7 +217,7 @@ def _verdict(seeds: list, floor) -> str:
     above = all(low > 0 for _, (low, _high) in seeds)
     below = all(high < 0 for _, (_low, high) in seeds)
     if floor is None:
-        return "no verdict: no seed-to-seed floor (no variant trained twice)"
+        return "no verdict: no seed-to-seed floor measured"
     beyond_noise = all(abs(d) > floor for d, _ in seeds)
     if (above or below) and beyond_noise:
         return "better than full" if above else "worse than full"
